@@ -1,0 +1,171 @@
+"""Processes the plugin starts: each in its own session, logged to a file, ended by group.
+
+Each process runs under ``setpriv --pdeathsig SIGKILL`` where available, so that when
+pytest itself dies (even by ``kill -9``) the kernel ends the process too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from pytest_coreos.errors import ProcessError
+
+_SETPRIV = shutil.which("setpriv")
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    """The last ``lines`` lines of a text file, or "" when it does not exist."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - 64 * 1024))
+            data = handle.read()
+    except OSError:
+        return ""
+    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
+
+
+class ManagedProcess:
+    """One long-running program of a machine (etcd, sshd, the discovery service)."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        die_with_parent: bool = True,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.env = dict(env) if env is not None else None
+        self.cwd = cwd
+        self.die_with_parent = die_with_parent
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"<ManagedProcess {self.name} pid={self.pid}>"
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen is not None else None
+
+    def start(self) -> None:
+        """Start the program; its output is appended to its log file."""
+        if self.running:
+            return
+        argv = self.argv
+        if self.die_with_parent and _SETPRIV is not None:
+            argv = [_SETPRIV, "--pdeathsig", "KILL", "--", *argv]
+        with self.log_path.open("ab") as log:
+            try:
+                self.popen = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=self.env,
+                    cwd=self.cwd,
+                    start_new_session=True,
+                    close_fds=True,
+                )
+            except OSError as error:
+                raise ProcessError(self.name, f"could not start {argv[0]}: {error}") from error
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    @property
+    def exit_status(self) -> int | None:
+        return self.popen.poll() if self.popen is not None else None
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to the program's whole process group."""
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signum)
+
+    def kill(self) -> None:
+        """SIGKILL the group and every descendant at once, and reap the program."""
+        kill_all([self])
+
+    def terminate(self, grace: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL what is still running after ``grace`` seconds."""
+        descendants = descendants_of([self.pid] if self.running and self.pid else [])
+        self.signal(signal.SIGCONT)
+        self.signal(signal.SIGTERM)
+        _signal_pids(descendants, signal.SIGTERM)
+        if not self.wait(grace):
+            self.kill()
+        _signal_pids(descendants, signal.SIGKILL)
+
+    def wait(self, timeout: float) -> bool:
+        """Wait for the program to exit; True if it did within ``timeout``."""
+        if self.popen is None:
+            return True
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def log_tail(self, lines: int = 20) -> str:
+        return tail(self.log_path, lines)
+
+
+def descendants_of(pids: Sequence[int]) -> list[int]:
+    """Every live descendant of ``pids``, found in one pass over /proc. Needed because
+    some children leave their parent's process group (sshd's per-connection processes call
+    setsid), so killing the group alone would miss them."""
+    if not pids:
+        return []
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found: list[int] = []
+    pending = list(pids)
+    while pending:
+        for child in children.get(pending.pop(), []):
+            found.append(child)
+            pending.append(child)
+    return found
+
+
+def _signal_pids(pids: Sequence[int], signum: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
+def kill_all(processes: Sequence[ManagedProcess]) -> None:
+    """SIGKILL every group and descendant first, then reap, so no member waits for another
+    (SIGTERM to all members at once can stall for seconds in leader transfer)."""
+    live = [p.pid for p in processes if p.pid is not None and p.running]
+    descendants = descendants_of(live)
+    for process in processes:
+        process.signal(signal.SIGCONT)  # a paused group must not keep its children stopped
+        process.signal(signal.SIGKILL)
+    _signal_pids(descendants, signal.SIGKILL)
+    deadline = time.monotonic() + 5.0
+    for process in processes:
+        process.wait(max(0.0, deadline - time.monotonic()))
