@@ -1,0 +1,40 @@
+"""Shared helpers of the project's own test suite: finding what a run left behind."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+def processes_touching(path: Path) -> list[str]:
+    """Processes whose command line, working directory or open files lie under ``path``:
+    what a cluster rooted there would leave running if teardown failed."""
+    marker = str(path)
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            if (entry / "stat").read_text().split(") ")[-1].startswith("Z"):
+                continue  # a zombie is already dead; only its parent has not reaped it
+            places = [cmdline, os.readlink(entry / "cwd")]
+            places += [os.readlink(fd) for fd in (entry / "fd").iterdir()]
+        except OSError:
+            continue
+        if any(marker in place for place in places):
+            found.append(f"{entry.name}: {cmdline.strip()}")
+    return found
+
+
+@pytest.fixture
+def assert_nothing_left():
+    """Call with a folder after a run: fails naming every process still using it."""
+
+    def check(path: Path) -> None:
+        left = processes_touching(path)
+        assert not left, f"processes left running under {path}:\n" + "\n".join(left)
+
+    return check

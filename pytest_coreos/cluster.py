@@ -1,0 +1,546 @@
+"""The handles tests get: :class:`Cluster` and its :class:`Machine` objects, and the
+:class:`ClusterFactory` that builds clusters for a session and tears them down."""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol
+
+import paramiko
+
+from pytest_coreos import render
+from pytest_coreos.binaries import EtcdBinary, find_etcd
+from pytest_coreos.discovery import DiscoveryService, request_token
+from pytest_coreos.errors import BinaryNotFoundError, CoreOSError, EtcdError, SSHError
+from pytest_coreos.etcd import EtcdClient
+from pytest_coreos.options import PUBLIC_DISCOVERY_URL, ClusterSpec
+from pytest_coreos.ssh import SSHClient
+from pytest_coreos.sshd import generate_ed25519_key
+from pytest_coreos.waiting import NotReady, poll
+
+
+class MachineControl(Protocol):
+    """What a provider does to one of its machines; :class:`Machine` delegates to it."""
+
+    @property
+    def running(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def logs(self, lines: int) -> str: ...
+
+    def check_alive(self) -> None:
+        """Raise :class:`ProcessError` if the machine's etcd has exited on its own."""
+
+
+class Machine:
+    """One machine of a cluster: its name, addresses, SSH and etcd handles, and faults."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        private_ipv4: str,
+        public_ipv4: str,
+        ssh: SSHClient,
+        etcd_endpoints: Sequence[str],
+        control: MachineControl,
+    ) -> None:
+        self.name = name
+        self.private_ipv4 = private_ipv4
+        self.public_ipv4 = public_ipv4
+        self.ssh = ssh
+        self.etcd = EtcdClient(etcd_endpoints, name=name)
+        self._control = control
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<Machine {self.name} {self.private_ipv4} {state}>"
+
+    @property
+    def running(self) -> bool:
+        return self._control.running
+
+    @property
+    def etcd_endpoints(self) -> tuple[str, ...]:
+        return self.etcd.endpoints
+
+    def stop(self) -> None:
+        """Stop the machine cleanly (SIGTERM, as systemd would on shutdown)."""
+        self.ssh.close()
+        self._control.stop()
+
+    def start(self) -> None:
+        """Start a stopped machine again; its etcd rejoins with its data."""
+        self._control.start()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def kill(self) -> None:
+        """Kill the machine at once, as a power cut would."""
+        self.ssh.close()
+        self._control.kill()
+
+    def pause(self) -> None:
+        """Freeze the machine: it keeps its sockets but answers nothing."""
+        self._control.pause()
+
+    def resume(self) -> None:
+        self._control.resume()
+
+    def logs(self, lines: int = 50) -> str:
+        """The last ``lines`` lines of the machine's etcd log."""
+        return self._control.logs(lines)
+
+    def check_alive(self) -> None:
+        """Raise :class:`ProcessError` if the machine's etcd has exited on its own."""
+        self._control.check_alive()
+
+
+class Provider(Protocol):
+    """Boots the machines of one cluster and destroys them; one implementation a file in
+    :mod:`pytest_coreos.providers`."""
+
+    notices: list[str]
+
+    @property
+    def pids(self) -> list[int]:
+        """The process IDs of everything the provider runs (empty for VMs)."""
+
+    def boot(self) -> list[Machine]:
+        """Start every machine at once and return their handles, without waiting."""
+
+    def close(self) -> None:
+        """Destroy everything :meth:`boot` made; safe to call twice or after a failed boot."""
+
+
+class ProviderFactory(Protocol):
+    def __call__(self, context: BootContext) -> Provider: ...
+
+
+class BootContext:
+    """What a provider is given to boot one cluster."""
+
+    def __init__(
+        self,
+        *,
+        spec: ClusterSpec,
+        workdir: Path,
+        user_data: Mapping[str, Any],
+        etcd: EtcdBinary,
+        ssh_key: paramiko.Ed25519Key,
+        ssh_public_key_path: Path,
+    ) -> None:
+        self.spec = spec
+        self.workdir = workdir
+        self.user_data = user_data
+        self.etcd = etcd
+        self.ssh_key = ssh_key
+        self.ssh_public_key_path = ssh_public_key_path
+
+
+def machine_names(count: int) -> list[str]:
+    """``core-01``, ``core-02``...: the names coreos-vagrant gives its machines."""
+    return [f"core-{index:02d}" for index in range(1, count + 1)]
+
+
+class Cluster:
+    """A ready CoreOS-style cluster; a context manager that tears it down on exit."""
+
+    def __init__(
+        self,
+        spec: ClusterSpec,
+        *,
+        workdir: Path,
+        discovery_url: Callable[[int], str],
+        etcd: EtcdBinary,
+        ssh_key: paramiko.Ed25519Key,
+        ssh_public_key_path: Path,
+        provider_factory: ProviderFactory,
+        user_data_hook: Callable[[ClusterSpec, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.workdir = workdir
+        self._discovery_url_for = discovery_url
+        self._etcd_binary = etcd
+        self._ssh_key = ssh_key
+        self._ssh_public_key_path = ssh_public_key_path
+        self._provider_factory = provider_factory
+        self._user_data_hook = user_data_hook
+        self._provider: Provider | None = None
+        self.machines: list[Machine] = []
+        self.discovery_url = ""
+        self.user_data: dict[str, Any] = {}
+        self.notices: list[str] = []
+        self._etcd: EtcdClient | None = None
+        self._closed = False
+        self.boot_failed = False
+
+    def __repr__(self) -> str:
+        return f"<Cluster {self.spec.provider} x{self.size} {self.workdir}>"
+
+    # -- the collection of machines --------------------------------------------------
+    @property
+    def size(self) -> int:
+        return self.spec.instances
+
+    def __len__(self) -> int:
+        return len(self.machines)
+
+    def __iter__(self) -> Iterator[Machine]:
+        return iter(self.machines)
+
+    def __getitem__(self, key: str | int) -> Machine:
+        if isinstance(key, int):
+            return self.machines[key]
+        for machine in self.machines:
+            if machine.name == key:
+                return machine
+        names = ", ".join(machine.name for machine in self.machines)
+        raise KeyError(f"no machine {key!r} in this cluster (machines: {names})")
+
+    @property
+    def etcd(self) -> EtcdClient:
+        """An etcd client over every member, failing over to the next when one is down."""
+        if self._etcd is None:
+            endpoints = [url for machine in self.machines for url in machine.etcd_endpoints]
+            self._etcd = EtcdClient(endpoints, name="cluster")
+        return self._etcd
+
+    @property
+    def pids(self) -> list[int]:
+        """Every process ID the cluster's machines run as."""
+        return self._provider.pids if self._provider is not None else []
+
+    @property
+    def user_data_path(self) -> Path:
+        return self.workdir / "user-data"
+
+    @property
+    def config_rb_path(self) -> Path:
+        return self.workdir / "config.rb"
+
+    # -- life cycle ----------------------------------------------------------------
+    def start(self) -> Cluster:
+        """Render the config, boot every machine and wait until the cluster is ready.
+
+        A boot that fails halfway tears down what it started before the error propagates.
+        """
+        if self._provider is not None:
+            return self
+        self.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            self.discovery_url = self._discovery_url_for(self.spec.instances)
+            self._write_config()
+            self._provider = self._provider_factory(
+                BootContext(
+                    spec=self.spec,
+                    workdir=self.workdir,
+                    user_data=self.user_data,
+                    etcd=self._etcd_binary,
+                    ssh_key=self._ssh_key,
+                    ssh_public_key_path=self._ssh_public_key_path,
+                )
+            )
+            self.notices.extend(self._provider.notices)
+            self.machines = self._provider.boot()
+            self.notices.extend(n for n in self._provider.notices if n not in self.notices)
+            self.wait_until_healthy(self.spec.boot_timeout)
+        except BaseException:
+            self.boot_failed = True
+            self.close()
+            raise
+        return self
+
+    def _write_config(self) -> None:
+        if self.spec.user_data is not None:
+            data = render.load_user_data(self.spec.user_data)
+        else:
+            data = render.default_user_data()
+        data = render.inject_discovery(data, self.discovery_url)
+        if self._user_data_hook is not None:
+            self._user_data_hook(self.spec, data)
+        self.user_data = data
+        self.user_data_path.write_text(render.render_user_data(data))
+        self.config_rb_path.write_text(
+            render.render_config_rb(self.spec.instances, self.spec.channel)
+        )
+
+    def close(self) -> None:
+        """Destroy every machine. The workdir stays when the boot failed (to read its logs);
+        it is removed by the factory otherwise."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._etcd is not None:
+            self._etcd.close()
+        for machine in self.machines:
+            machine.ssh.close()
+            machine.etcd.close()
+        if self._provider is not None and not self.spec.keep:
+            self._provider.close()
+
+    def __enter__(self) -> Cluster:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- waiting -------------------------------------------------------------------
+    def wait_until_healthy(self, timeout: float | None = None) -> None:
+        """Wait until every running machine's etcd lists all members with client URLs and
+        is healthy, and every running machine accepts an SSH login."""
+        timeout = self.spec.boot_timeout if timeout is None else timeout
+        running = [machine for machine in self.machines if machine.running]
+        logins = _LoginWatcher(running)
+        # Probes of their own with a short timeout: etcd 3.4 holds /health open while a
+        # member has no leader, and one slow member must not stall the others' checks.
+        probes = {m.name: EtcdClient(m.etcd_endpoints, timeout=0.5, name=m.name) for m in running}
+        try:
+            poll(
+                lambda: self._check_ready(running, probes, logins),
+                what=f"{len(running)} machine(s) of the cluster to be ready",
+                timeout=timeout,
+                hint=f"logs are in {self.workdir}; raise --coreos-boot-timeout if the "
+                "machine is just slow",
+                notes=lambda: [
+                    f"--- {m.name} etcd log (last lines) ---\n{m.logs(15)}" for m in running
+                ],
+            )
+        finally:
+            logins.close()
+            for probe in probes.values():
+                probe.close()
+
+    def _check_ready(
+        self,
+        running: Sequence[Machine],
+        probes: Mapping[str, EtcdClient],
+        logins: _LoginWatcher,
+    ) -> None:
+        """Ready means: every running member lists all members with client URLs, is
+        healthy, and names as leader a member that is running; every machine takes an SSH
+        login. The leader check matters after a fault: until the others notice that the
+        leader is gone they still report healthy, and writes sent then are lost."""
+        expected = self.spec.instances
+        running_names = {machine.name for machine in running}
+        seen: list[str] = []
+        ready = True
+        for machine in running:
+            machine.check_alive()
+            probe = probes[machine.name]
+            try:
+                members = probe.members()
+                leader = probe.leader() if len(members) == expected else None
+            except EtcdError as error:
+                seen.append(f"{machine.name}: etcd not answering ({error.problem})")
+                ready = False
+                continue
+            serving = [member for member in members if member.client_urls]
+            names = sorted(member.name or "(joining)" for member in members)
+            state = f"{machine.name}: {len(serving)}/{expected} members {names}"
+            if len(serving) != expected:
+                ready = False
+            elif leader is None or leader.name not in running_names:
+                ready = False
+                state += f", leader {leader.name if leader else 'none'} not running"
+            elif not probe.health():
+                ready = False
+                state += " (not healthy yet)"
+            seen.append(state)
+        waiting_ssh = logins.pending()
+        if waiting_ssh:
+            ready = False
+            seen.append("no SSH login yet on " + ", ".join(waiting_ssh))
+        if not ready:
+            raise NotReady("etcd members per machine: " + "; ".join(seen))
+
+
+class _LoginWatcher:
+    """Logs in to every machine over SSH in parallel, retrying until each succeeds."""
+
+    def __init__(self, machines: Sequence[Machine]) -> None:
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(1, len(machines)), thread_name_prefix="coreos-ssh"
+        )
+        self._futures: dict[str, Future[None]] = {
+            machine.name: self._pool.submit(self._login, machine) for machine in machines
+        }
+
+    def _login(self, machine: Machine) -> None:
+        delay = 0.005
+        while not self._stop.is_set():
+            try:
+                machine.ssh.connect()
+                return
+            except SSHError:
+                self._stop.wait(delay)
+                delay = min(delay * 2, 0.1)
+
+    def pending(self) -> list[str]:
+        return [name for name, future in self._futures.items() if not future.done()]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._pool.shutdown(wait=True)
+
+
+class ClusterFactory:
+    """Builds clusters for one pytest session and tears every one of them down at its end.
+
+    Session-wide resources are made once, when first needed: the session's SSH key pair,
+    the private discovery service, the etcd binary lookup.
+    """
+
+    def __init__(
+        self,
+        spec: ClusterSpec,
+        *,
+        provider_factory: Callable[[str], ProviderFactory],
+        user_data_hook: Callable[[ClusterSpec, dict[str, Any]], None] | None = None,
+        root: Path | None = None,
+    ) -> None:
+        self.spec = spec
+        self._provider_factory = provider_factory
+        self._user_data_hook = user_data_hook
+        self._given_root = root
+        self._root: Path | None = None
+        self._discovery: DiscoveryService | None = None
+        self._ssh_key: tuple[paramiko.Ed25519Key, Path] | None = None
+        self._etcd: EtcdBinary | None = None
+        self.clusters: list[Cluster] = []
+        self._default: Cluster | None = None
+        self._lock = threading.Lock()
+        self._atexit_registered = False
+
+    @property
+    def root(self) -> Path:
+        """The session's folder: the key pair, the discovery service and one per cluster."""
+        if self._root is None:
+            if self._given_root is not None:
+                self._given_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+                self._root = self._given_root
+            else:
+                self._root = Path(tempfile.mkdtemp(prefix="pytest-coreos-"))
+            if not self._atexit_registered:
+                atexit.register(self.close)
+                self._atexit_registered = True
+        return self._root
+
+    def _etcd_binary(self, spec: ClusterSpec) -> EtcdBinary:
+        if spec.etcd_binary is not None and spec.etcd_binary != self.spec.etcd_binary:
+            return find_etcd(spec.etcd_binary)
+        if self._etcd is None:
+            self._etcd = find_etcd(self.spec.etcd_binary)
+        return self._etcd
+
+    def _session_key(self) -> tuple[paramiko.Ed25519Key, Path]:
+        if self._ssh_key is None:
+            private = self.root / "id_ed25519"
+            self._ssh_key = (generate_ed25519_key(private), private.with_suffix(".pub"))
+        return self._ssh_key
+
+    def _discovery_url_for(self, spec: ClusterSpec) -> Callable[[int], str]:
+        if spec.discovery == "local":
+            return lambda size: self._local_discovery(spec).new_cluster(size)
+        service = PUBLIC_DISCOVERY_URL if spec.discovery == "public" else spec.discovery
+        return lambda size: request_token(service, size)
+
+    def _local_discovery(self, spec: ClusterSpec) -> DiscoveryService:
+        if self._discovery is None:
+            service = DiscoveryService(
+                self._discovery_etcd(spec), self.root / "discovery", die_with_parent=not spec.keep
+            )
+            self._discovery = service
+            service.start(timeout=spec.boot_timeout)
+        return self._discovery
+
+    def _discovery_etcd(self, spec: ClusterSpec) -> EtcdBinary:
+        """The discovery service needs etcd's v2 API, which the etcd under test may lack
+        (3.6 and later): it takes the etcd found by the usual search where there is one."""
+        try:
+            return find_etcd()
+        except BinaryNotFoundError:
+            return self._etcd_binary(spec)
+
+    def __call__(self, instances: int | None = None, **changes: Any) -> Cluster:
+        """A new, ready cluster; ``instances`` and any spec field can be changed."""
+        if instances is not None:
+            changes["instances"] = instances
+        spec = self.spec.replace(**changes) if changes else self.spec
+        cluster = self.create(spec)
+        return cluster.start()
+
+    def create(self, spec: ClusterSpec) -> Cluster:
+        """A cluster for ``spec``, registered for teardown but not started."""
+        with self._lock:
+            index = len(self.clusters) + 1
+            workdir = self.root / f"cluster-{index}"
+            key, public_path = self._session_key()
+            cluster = Cluster(
+                spec,
+                workdir=workdir,
+                discovery_url=self._discovery_url_for(spec),
+                etcd=self._etcd_binary(spec),
+                ssh_key=key,
+                ssh_public_key_path=public_path,
+                provider_factory=self._provider_factory(spec.provider),
+                user_data_hook=self._user_data_hook,
+            )
+            self.clusters.append(cluster)
+        return cluster
+
+    def default(self) -> Cluster:
+        """The session's cluster of the configured spec, booted on first use."""
+        if self._default is None:
+            self._default = self(**{})
+        return self._default
+
+    @property
+    def kept(self) -> bool:
+        return any(cluster.spec.keep for cluster in self.clusters)
+
+    @property
+    def failed_boots(self) -> list[Cluster]:
+        return [cluster for cluster in self.clusters if cluster.boot_failed]
+
+    def close(self) -> None:
+        """Tear down every cluster and the discovery service; remove the session folder
+        unless a cluster is kept or failed to boot (its logs are the diagnosis)."""
+        errors: list[BaseException] = []
+        for cluster in reversed(self.clusters):
+            try:
+                cluster.close()
+            except Exception as error:
+                errors.append(error)
+        if self._discovery is not None:
+            self._discovery.close()
+            self._discovery = None
+        if self._atexit_registered:
+            atexit.unregister(self.close)
+            self._atexit_registered = False
+        if self._root is not None and not self.kept and not self.failed_boots:
+            if self._given_root is None:
+                shutil.rmtree(self._root, ignore_errors=True)
+            else:
+                for cluster in self.clusters:
+                    shutil.rmtree(cluster.workdir, ignore_errors=True)
+        if errors:
+            raise CoreOSError(f"tearing down {len(errors)} cluster(s) failed") from errors[0]

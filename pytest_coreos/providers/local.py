@@ -1,0 +1,293 @@
+"""The local provider: each machine is a real etcd member plus its own real OpenSSH sshd,
+on its own loopback address, with no VM.
+
+The machine's etcd is configured from the rendered user-data the way CoreOS did it: each
+key of the etcd section becomes an ``ETCD_*`` variable (:func:`render.etcd_environment`),
+with ``$private_ipv4``/``$public_ipv4`` being the machine's loopback address. A machine's
+interfaces are that address: ``0.0.0.0``, ``127.0.0.1`` and ``localhost`` in its listen
+URLs mean it, so that every member can use etcd's usual ports.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pytest_coreos import render
+from pytest_coreos.addresses import AddressBlock, can_bind, claim_block
+from pytest_coreos.binaries import find_sshd
+from pytest_coreos.cluster import BootContext, Machine, machine_names
+from pytest_coreos.errors import ProcessError
+from pytest_coreos.process import ManagedProcess, kill_all
+from pytest_coreos.ssh import SSHClient
+from pytest_coreos.sshd import (
+    SshdSettings,
+    ensure_privilege_separation_dir,
+    generate_ed25519_key,
+    openssh_version,
+    public_key_line,
+    render_sshd_config,
+    ssh_port_for_current_user,
+    sshd_command,
+)
+
+_WILDCARD_HOSTS = {"0.0.0.0", "::", "[::]", ""}  # noqa: S104 - rewritten, never bound
+_LOCAL_HOSTS = {*_WILDCARD_HOSTS, "127.0.0.1", "localhost"}
+_LISTEN_KEYS = ("ETCD_LISTEN_CLIENT_URLS", "ETCD_LISTEN_PEER_URLS")
+_ADVERTISE_KEYS = ("ETCD_ADVERTISE_CLIENT_URLS", "ETCD_INITIAL_ADVERTISE_PEER_URLS")
+_UNIT_NAMES_RUN_HERE = {"etcd.service", "etcd2.service"}
+
+
+# The cluster's own settings where the user-data does not give them. Heartbeat 25 ms,
+# election 250 ms and pre-vote converge in well under a second on loopback, where etcd's
+# 100/1000 defaults cost seconds and 10/100 caused election storms at 9 members.
+def _default_environment(name: str, address: str) -> dict[str, str]:
+    return {
+        "ETCD_NAME": name,
+        "ETCD_LISTEN_CLIENT_URLS": f"http://{address}:2379,http://{address}:4001",
+        "ETCD_ADVERTISE_CLIENT_URLS": f"http://{address}:2379",
+        "ETCD_LISTEN_PEER_URLS": f"http://{address}:2380",
+        "ETCD_INITIAL_ADVERTISE_PEER_URLS": f"http://{address}:2380",
+        "ETCD_HEARTBEAT_INTERVAL": "25",
+        "ETCD_ELECTION_TIMEOUT": "250",
+        "ETCD_PRE_VOTE": "true",
+    }
+
+
+def _rewrite_local_hosts(urls: str, address: str, *, wildcard: bool) -> str:
+    """Point URLs at the machine's address where they name "this host"."""
+    rewritten = []
+    for url in urls.split(","):
+        parts = urlsplit(url.strip())
+        host = parts.hostname or ""
+        if host in _LOCAL_HOSTS and (wildcard or host not in _WILDCARD_HOSTS):
+            netloc = address if parts.port is None else f"{address}:{parts.port}"
+            url = urlunsplit(parts._replace(netloc=netloc))
+        rewritten.append(url.strip())
+    return ",".join(rewritten)
+
+
+def machine_etcd_environment(
+    user_data: Mapping[str, Any], *, name: str, address: str, data_dir: Path
+) -> tuple[dict[str, str], list[str]]:
+    """The ``ETCD_*`` environment of one local machine, and notices about what the user's
+    etcd section asked for that the local provider changes."""
+    converted = render.etcd_environment(user_data, private_ipv4=address, public_ipv4=address)
+    notices = [f"etcd key {key!r} has no etcd 3 equivalent; ignored" for key in converted.dropped]
+    env = _default_environment(name, address)
+    env.update(converted.env)
+    for key in _LISTEN_KEYS:
+        env[key] = _rewrite_local_hosts(env[key], address, wildcard=True)
+    for key in _ADVERTISE_KEYS:
+        env[key] = _rewrite_local_hosts(env[key], address, wildcard=False)
+    if "ETCD_DATA_DIR" in converted.env:
+        notices.append("etcd data-dir from the user-data is replaced by the machine's own folder")
+    # The plugin's handles need the v2 API; a member that finds its token full must exit
+    # rather than run on as a proxy that looks healthy.
+    env.update(ETCD_DATA_DIR=str(data_dir), ETCD_ENABLE_V2="true", ETCD_DISCOVERY_FALLBACK="exit")
+    return env, notices
+
+
+def _ports(env: Mapping[str, str]) -> set[int]:
+    ports = set()
+    for key in _LISTEN_KEYS:
+        for url in env[key].split(","):
+            port = urlsplit(url.strip()).port
+            if port is not None:
+                ports.add(port)
+    return ports
+
+
+def not_applied_here(user_data: Mapping[str, Any]) -> list[str]:
+    """The parts of a cloud-config that the local provider cannot apply (it runs only etcd
+    and sshd, as processes), named so the user is told once."""
+    skipped = [key for key in user_data if key != "coreos"]
+    coreos = user_data.get("coreos") or {}
+    skipped += [f"coreos.{key}" for key in coreos if key not in ("etcd", "etcd2", "units")]
+    units = [
+        unit.get("name", "?")
+        for unit in coreos.get("units") or []
+        if isinstance(unit, Mapping) and unit.get("name") not in _UNIT_NAMES_RUN_HERE
+    ]
+    if units:
+        skipped.append("coreos.units (" + ", ".join(str(name) for name in units) + ")")
+    return skipped
+
+
+class LocalMachine:
+    """The processes of one local machine: its etcd and its sshd."""
+
+    def __init__(self, name: str, etcd: ManagedProcess, sshd: ManagedProcess) -> None:
+        self.name = name
+        self.etcd = etcd
+        self.sshd = sshd
+
+    @property
+    def processes(self) -> list[ManagedProcess]:
+        return [self.etcd, self.sshd]
+
+    @property
+    def running(self) -> bool:
+        return self.etcd.running
+
+    def start(self) -> None:
+        for process in self.processes:
+            process.start()
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+
+    def kill(self) -> None:
+        kill_all(self.processes)
+
+    def pause(self) -> None:
+        for process in self.processes:
+            process.signal(19)  # SIGSTOP
+
+    def resume(self) -> None:
+        for process in self.processes:
+            process.signal(18)  # SIGCONT
+
+    def logs(self, lines: int) -> str:
+        return self.etcd.log_tail(lines)
+
+    def check_alive(self) -> None:
+        for process in self.processes:
+            if process.popen is not None and not process.running:
+                raise ProcessError(
+                    f"{self.name} {process.name}",
+                    f"exited with status {process.exit_status}",
+                    process.log_tail(),
+                )
+
+
+class LocalProvider:
+    """Boots a cluster of local machines on a loopback block of its own."""
+
+    def __init__(self, context: BootContext) -> None:
+        self.context = context
+        self.notices: list[str] = []
+        self.block: AddressBlock | None = None
+        self.machines: list[LocalMachine] = []
+
+    def boot(self) -> list[Machine]:
+        context = self.context
+        spec = context.spec
+        sshd = find_sshd()
+        sshd_version = openssh_version(sshd)
+        user = pwd.getpwuid(os.getuid()).pw_name
+        ssh_port = ssh_port_for_current_user()
+        if ssh_port == 22 and not can_bind("127.254.254.254", 22):
+            ssh_port = 2222  # something holds 0.0.0.0:22 on this host
+        ensure_privilege_separation_dir()
+        names = machine_names(spec.instances)
+        probe_env, _ = machine_etcd_environment(
+            context.user_data, name="probe", address="127.0.0.1", data_dir=context.workdir
+        )
+        self.block = claim_block(spec.instances, {*_ports(probe_env), ssh_port})
+        self.notices.extend(self._notices())
+        authorized_keys = context.workdir / "authorized_keys"
+        authorized_keys.write_text(public_key_line(context.ssh_key) + "\n")
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
+        handles = []
+        for index, name in enumerate(names, start=1):
+            address = self.block.host(index)
+            directory = context.workdir / "machines" / name
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            env, notices = machine_etcd_environment(
+                context.user_data, name=name, address=address, data_dir=directory / "etcd"
+            )
+            self.notices.extend(n for n in notices if n not in self.notices)
+            (directory / "etcd.env").write_text(
+                "".join(f"{key}={value}\n" for key, value in sorted(env.items()))
+            )
+            host_key_path = directory / "ssh_host_ed25519_key"
+            host_key = generate_ed25519_key(host_key_path)
+            config_path = directory / "sshd_config"
+            config_path.write_text(
+                render_sshd_config(
+                    SshdSettings(
+                        address=address,
+                        port=ssh_port,
+                        host_key=host_key_path,
+                        authorized_keys=authorized_keys,
+                        login_user=user,
+                        pid_file=directory / "sshd.pid",
+                        openssh_version=sshd_version,
+                    )
+                )
+            )
+            keep = spec.keep
+            machine = LocalMachine(
+                name,
+                ManagedProcess(
+                    "etcd",
+                    [str(context.etcd.path)],
+                    log_path=directory / "etcd.log",
+                    env={**base_env, **env},
+                    cwd=directory,
+                    die_with_parent=not keep,
+                ),
+                ManagedProcess(
+                    "sshd",
+                    sshd_command(sshd, config_path, directory / "sshd.log"),
+                    log_path=directory / "sshd.out",
+                    die_with_parent=not keep,
+                ),
+            )
+            self.machines.append(machine)
+            handles.append(
+                Machine(
+                    name,
+                    private_ipv4=address,
+                    public_ipv4=address,
+                    ssh=SSHClient(
+                        address, ssh_port, user, context.ssh_key, host_keys=[host_key], name=name
+                    ),
+                    etcd_endpoints=_client_urls(env),
+                    control=machine,
+                )
+            )
+        # Every process is started only once all are configured, so that they come up
+        # together: members find each other through discovery within milliseconds.
+        for machine in self.machines:
+            machine.start()
+        return handles
+
+    @property
+    def pids(self) -> list[int]:
+        return [
+            process.pid
+            for machine in self.machines
+            for process in machine.processes
+            if process.pid is not None and process.running
+        ]
+
+    def _notices(self) -> list[str]:
+        skipped = not_applied_here(self.context.user_data)
+        if not skipped:
+            return []
+        return [
+            "the local provider runs only etcd and sshd; not applied from user-data: "
+            + ", ".join(skipped)
+        ]
+
+    def close(self) -> None:
+        kill_all([process for machine in self.machines for process in machine.processes])
+        if self.block is not None:
+            self.block.close()
+            self.block = None
+
+
+def _client_urls(env: Mapping[str, str]) -> list[str]:
+    return [url.strip() for url in re.split(r"\s*,\s*", env["ETCD_ADVERTISE_CLIENT_URLS"]) if url]
+
+
+def create(context: BootContext) -> LocalProvider:
+    return LocalProvider(context)

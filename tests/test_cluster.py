@@ -1,0 +1,135 @@
+"""The Cluster and Machine handles on real local clusters: sizes, faults, SSH files, and
+what a boot leaves on disk."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pytest_coreos import BootTimeoutError, Cluster, EtcdError
+from pytest_coreos.addresses import claim_block, lock_directory
+
+
+@pytest.mark.parametrize("instances", [1, 3, 5])
+def test_clusters_of_each_size_are_ready_and_agree(coreos_cluster_factory, instances) -> None:
+    with coreos_cluster_factory(instances=instances) as cluster:
+        assert len(cluster) == cluster.size == instances
+        assert [m.name for m in cluster] == [f"core-{i:02d}" for i in range(1, instances + 1)]
+        cluster.etcd.set("/size", str(instances))
+        for machine in cluster:
+            assert sorted(m.name for m in machine.etcd.members()) == [m.name for m in cluster]
+            assert machine.etcd.get("/size") == str(instances)
+            assert machine.ssh.run("echo $SSH_CONNECTION").stdout.split()[2] == (
+                machine.private_ipv4
+            )
+
+
+def test_rendered_config_is_in_the_workdir(coreos_cluster: Cluster) -> None:
+    text = coreos_cluster.user_data_path.read_text()
+    assert text.startswith("#cloud-config\n")
+    data = yaml.safe_load(text)
+    etcd = data["coreos"]["etcd"]
+    assert etcd["discovery"] == coreos_cluster.discovery_url
+    assert etcd["addr"] == "$public_ipv4:4001"
+    assert etcd["peer-addr"] == "$public_ipv4:7001"
+    assert data["coreos"]["fleet"]["public-ip"] == "$public_ipv4"
+    assert [u["name"] for u in data["coreos"]["units"]] == ["etcd.service", "fleet.service"]
+    config_rb = coreos_cluster.config_rb_path.read_text()
+    assert f"$num_instances={coreos_cluster.size}" in config_rb
+    assert '$update_channel="stable"' in config_rb
+    # The seed's etcd 0.4 addresses, with $public_ipv4 being each machine's own address.
+    for machine in coreos_cluster:
+        assert machine.etcd_endpoints == (f"http://{machine.private_ipv4}:4001",)
+        env = (coreos_cluster.workdir / "machines" / machine.name / "etcd.env").read_text()
+        assert f"ETCD_INITIAL_ADVERTISE_PEER_URLS=http://{machine.private_ipv4}:7001" in env
+        assert "ETCD_DISCOVERY_FALLBACK=exit" in env
+
+
+def test_machines_are_found_by_name_and_index(coreos_cluster: Cluster) -> None:
+    assert coreos_cluster["core-01"] is coreos_cluster[0] is coreos_cluster.machines[0]
+    with pytest.raises(KeyError, match="no machine 'core-99' in this cluster"):
+        coreos_cluster["core-99"]
+
+
+def test_files_go_both_ways_over_sftp(coreos_cluster: Cluster, tmp_path: Path) -> None:
+    machine = coreos_cluster["core-01"]
+    remote = str(coreos_cluster.workdir / "sftp-test.txt")
+    machine.ssh.write_text(remote, "written over sftp\n", mode=0o600)
+    assert machine.ssh.read_text(remote) == "written over sftp\n"
+    machine.ssh.get(remote, tmp_path / "copy.txt")
+    assert (tmp_path / "copy.txt").read_text() == "written over sftp\n"
+    assert machine.ssh.run(["stat", "-c", "%a", remote]).stdout.strip() == "600"
+
+
+def test_a_killed_member_leaves_a_writable_quorum_and_rejoins(coreos_cluster_factory) -> None:
+    with coreos_cluster_factory(instances=3) as cluster:
+        victim = cluster["core-03"]
+        victim.kill()
+        assert not victim.running
+        cluster.wait_until_healthy()  # until the others have a running leader again
+        cluster["core-01"].etcd.set("/after-kill", "yes")
+        assert cluster["core-02"].etcd.get("/after-kill") == "yes"
+        with pytest.raises(EtcdError):
+            victim.etcd.get("/after-kill")
+        victim.start()
+        cluster.wait_until_healthy(timeout=30)
+        assert victim.etcd.get("/after-kill") == "yes"
+        assert victim.ssh.run("true").ok
+
+
+def test_stop_start_and_pause_resume(coreos_cluster_factory) -> None:
+    with coreos_cluster_factory(instances=3) as cluster:
+        machine = cluster["core-02"]
+        machine.stop()
+        assert not machine.running
+        cluster.etcd.set("/while-stopped", "1")
+        machine.start()
+        cluster.wait_until_healthy(timeout=30)
+        assert machine.etcd.get("/while-stopped") == "1"
+
+        machine.pause()
+        with pytest.raises(BootTimeoutError) as raised:
+            cluster.wait_until_healthy(timeout=1)
+        assert "core-02: etcd not answering" in str(raised.value)
+        assert any("core-02 etcd log" in note for note in raised.value.__notes__)
+        machine.resume()
+        cluster.wait_until_healthy(timeout=30)
+        assert "ready to serve client requests" in machine.logs(200).replace("\\", "")
+
+
+def test_teardown_kills_every_process_and_ssh_child(coreos_cluster_factory) -> None:
+    cluster = coreos_cluster_factory(instances=2)
+    for machine in cluster:
+        machine.ssh.run("true")  # an open session is a child outside sshd's process group
+    pids = cluster.pids
+    assert len(pids) == 4
+    cluster.close()
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            _signal_unless_zombie(pid)
+    assert not cluster.pids
+
+
+def _signal_unless_zombie(pid: int) -> None:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        raise ProcessLookupError(pid) from None
+    if state == "Z":
+        raise ProcessLookupError(pid)
+    os.kill(pid, signal.SIGCONT)
+
+
+def test_address_blocks_are_exclusive_and_leave_no_lock_files() -> None:
+    first = claim_block(3, [2379])
+    second = claim_block(3, [2379])
+    assert first.network != second.network
+    lock = lock_directory() / f"127.{first.a}.{first.b}.lock"
+    assert lock.exists()
+    first.close()
+    second.close()
+    assert not lock.exists()
