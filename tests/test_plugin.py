@@ -3,10 +3,12 @@ and whole inner sessions that boot a real cluster and leave nothing behind."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -17,6 +19,8 @@ from pathlib import Path
 import pytest
 
 import pytest_coreos
+from pytest_coreos.binaries import find_etcd
+from pytest_coreos.discovery import DiscoveryService
 from pytest_coreos.options import OPTIONS, ClusterSpec
 from pytest_coreos.plugin import SPEC_KEY
 
@@ -341,3 +345,65 @@ def test_works_as_an_ordinary_user(tmp_path_factory, assert_nothing_left) -> Non
         assert not Path(seen["root"]).exists()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_keep_leaves_the_cluster_up_and_says_how_to_reach_and_remove_it(
+    inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = inner.path / "record.json"
+    monkeypatch.setenv("RECORD", str(record))
+    inner.makepyfile(textwrap.dedent(INNER_SESSION))
+    result = inner.runpytest_subprocess("--coreos-instances=2", "--coreos-keep")
+    result.assert_outcomes(passed=2)
+    seen = json.loads(record.read_text())
+    try:
+        assert all(_alive(pid) for pid in seen["pids"])
+        assert Path(seen["workdir"]).is_dir()
+        text = result.stdout.str()
+        assert f"cluster kept running (--coreos-keep): {seen['workdir']}" in text
+        ssh_line = next(line for line in text.splitlines() if "core-01: ssh -i" in line)
+        assert "etcd http://" in ssh_line
+        remove = next(line for line in text.splitlines() if "remove it: kill" in line)
+        assert all(str(pid) in remove for pid in seen["pids"])
+    finally:
+        for pid in seen["pids"]:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        shutil.rmtree(seen["root"], ignore_errors=True)
+
+
+def test_an_existing_discovery_service_is_used_by_url(
+    inner: pytest.Pytester, tmp_path: Path
+) -> None:
+    with DiscoveryService(find_etcd(), tmp_path / "discovery") as service:
+        assert service.url, "etcd-discovery (discovery.etcd.io) is installed by bootstrap"
+        inner.makepyfile(
+            f"""
+            def test_it(coreos_cluster):
+                assert coreos_cluster.discovery_url.startswith("{service.url}/")
+                assert len(coreos_cluster.etcd.members()) == 2
+            """
+        )
+        result = inner.runpytest_subprocess(
+            "--coreos-instances=2", f"--coreos-discovery={service.url}"
+        )
+        result.assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/nothing-here", "cannot be reached (ConnectionError)"),
+        ("/v2/keys", "answered HTTP 404"),
+    ],
+)
+def test_a_bad_discovery_url_fails_the_boot_clearly(
+    inner: pytest.Pytester, tmp_path: Path, path: str, message: str, assert_nothing_left
+) -> None:
+    with DiscoveryService(find_etcd(), tmp_path / "discovery") as service:
+        url = service.etcd_url + path if path != "/nothing-here" else "http://127.0.0.1:9"
+        inner.makepyfile("def test_it(coreos_cluster):\n    pass\n")
+        result = inner.runpytest_subprocess(f"--coreos-discovery={url}")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([f"*DiscoveryError: discovery service {url}*{message}*"])
+    assert_nothing_left(inner.path)
