@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import paramiko
 
@@ -20,31 +20,11 @@ from pytest_coreos.discovery import DiscoveryService, request_token
 from pytest_coreos.errors import BinaryNotFoundError, CoreOSError, EtcdError, SSHError
 from pytest_coreos.etcd import EtcdClient
 from pytest_coreos.options import PUBLIC_DISCOVERY_URL, ClusterSpec
+from pytest_coreos.providers import discovery_address, get_provider
+from pytest_coreos.providers.base import BootContext, MachineControl, Provider, ProviderFactory
 from pytest_coreos.ssh import SSHClient
 from pytest_coreos.sshd import generate_ed25519_key
 from pytest_coreos.waiting import NotReady, poll
-
-
-class MachineControl(Protocol):
-    """What a provider does to one of its machines; :class:`Machine` delegates to it."""
-
-    @property
-    def running(self) -> bool: ...
-
-    def start(self) -> None: ...
-
-    def stop(self) -> None: ...
-
-    def kill(self) -> None: ...
-
-    def pause(self) -> None: ...
-
-    def resume(self) -> None: ...
-
-    def logs(self, lines: int) -> str: ...
-
-    def check_alive(self) -> None:
-        """Raise :class:`ProcessError` if the machine's etcd has exited on its own."""
 
 
 class Machine:
@@ -113,48 +93,6 @@ class Machine:
         self._control.check_alive()
 
 
-class Provider(Protocol):
-    """Boots the machines of one cluster and destroys them; one implementation a file in
-    :mod:`pytest_coreos.providers`."""
-
-    notices: list[str]
-
-    @property
-    def pids(self) -> list[int]:
-        """The process IDs of everything the provider runs (empty for VMs)."""
-
-    def boot(self) -> list[Machine]:
-        """Start every machine at once and return their handles, without waiting."""
-
-    def close(self) -> None:
-        """Destroy everything :meth:`boot` made; safe to call twice or after a failed boot."""
-
-
-class ProviderFactory(Protocol):
-    def __call__(self, context: BootContext) -> Provider: ...
-
-
-class BootContext:
-    """What a provider is given to boot one cluster."""
-
-    def __init__(
-        self,
-        *,
-        spec: ClusterSpec,
-        workdir: Path,
-        user_data: Mapping[str, Any],
-        etcd: EtcdBinary,
-        ssh_key: paramiko.Ed25519Key,
-        ssh_public_key_path: Path,
-    ) -> None:
-        self.spec = spec
-        self.workdir = workdir
-        self.user_data = user_data
-        self.etcd = etcd
-        self.ssh_key = ssh_key
-        self.ssh_public_key_path = ssh_public_key_path
-
-
 def machine_names(count: int) -> list[str]:
     """``core-01``, ``core-02``...: the names coreos-vagrant gives its machines."""
     return [f"core-{index:02d}" for index in range(1, count + 1)]
@@ -169,7 +107,6 @@ class Cluster:
         *,
         workdir: Path,
         discovery_url: Callable[[int], str],
-        etcd: EtcdBinary,
         ssh_key: paramiko.Ed25519Key,
         ssh_public_key_path: Path,
         provider_factory: ProviderFactory,
@@ -178,7 +115,6 @@ class Cluster:
         self.spec = spec
         self.workdir = workdir
         self._discovery_url_for = discovery_url
-        self._etcd_binary = etcd
         self._ssh_key = ssh_key
         self._ssh_public_key_path = ssh_public_key_path
         self._provider_factory = provider_factory
@@ -253,7 +189,6 @@ class Cluster:
                     spec=self.spec,
                     workdir=self.workdir,
                     user_data=self.user_data,
-                    etcd=self._etcd_binary,
                     ssh_key=self._ssh_key,
                     ssh_public_key_path=self._ssh_public_key_path,
                 )
@@ -413,18 +348,17 @@ class ClusterFactory:
         self,
         spec: ClusterSpec,
         *,
-        provider_factory: Callable[[str], ProviderFactory],
+        provider_factory: Callable[[str], ProviderFactory] | None = None,
         user_data_hook: Callable[[ClusterSpec, dict[str, Any]], None] | None = None,
         root: Path | None = None,
     ) -> None:
         self.spec = spec
-        self._provider_factory = provider_factory
+        self._provider_factory = provider_factory or get_provider
         self._user_data_hook = user_data_hook
         self._given_root = root
         self._root: Path | None = None
-        self._discovery: DiscoveryService | None = None
+        self._discovery: dict[str, DiscoveryService] = {}
         self._ssh_key: tuple[paramiko.Ed25519Key, Path] | None = None
-        self._etcd: EtcdBinary | None = None
         self.clusters: list[Cluster] = []
         self._default: Cluster | None = None
         self._lock = threading.Lock()
@@ -444,13 +378,6 @@ class ClusterFactory:
                 self._atexit_registered = True
         return self._root
 
-    def _etcd_binary(self, spec: ClusterSpec) -> EtcdBinary:
-        if spec.etcd_binary is not None and spec.etcd_binary != self.spec.etcd_binary:
-            return find_etcd(spec.etcd_binary)
-        if self._etcd is None:
-            self._etcd = find_etcd(self.spec.etcd_binary)
-        return self._etcd
-
     def _session_key(self) -> tuple[paramiko.Ed25519Key, Path]:
         if self._ssh_key is None:
             private = self.root / "id_ed25519"
@@ -464,21 +391,30 @@ class ClusterFactory:
         return lambda size: request_token(service, size)
 
     def _local_discovery(self, spec: ClusterSpec) -> DiscoveryService:
-        if self._discovery is None:
+        """The session's private discovery service where ``spec``'s machines can reach it:
+        on a loopback block of its own, or on the address its provider names (the host's
+        side of a VM network). One service per address, started on first use."""
+        address = discovery_address(spec)
+        key = address or "loopback"
+        if key not in self._discovery:
             service = DiscoveryService(
-                self._discovery_etcd(spec), self.root / "discovery", die_with_parent=not spec.keep
+                self._discovery_etcd(spec),
+                self.root / f"discovery-{len(self._discovery) + 1}",
+                address=address,
+                die_with_parent=not spec.keep,
             )
-            self._discovery = service
+            self._discovery[key] = service
             service.start(timeout=spec.boot_timeout)
-        return self._discovery
+        return self._discovery[key]
 
-    def _discovery_etcd(self, spec: ClusterSpec) -> EtcdBinary:
+    @staticmethod
+    def _discovery_etcd(spec: ClusterSpec) -> EtcdBinary:
         """The discovery service needs etcd's v2 API, which the etcd under test may lack
         (3.6 and later): it takes the etcd found by the usual search where there is one."""
         try:
             return find_etcd()
         except BinaryNotFoundError:
-            return self._etcd_binary(spec)
+            return find_etcd(spec.etcd_binary)
 
     def __call__(self, instances: int | None = None, **changes: Any) -> Cluster:
         """A new, ready cluster; ``instances`` and any spec field can be changed."""
@@ -498,7 +434,6 @@ class ClusterFactory:
                 spec,
                 workdir=workdir,
                 discovery_url=self._discovery_url_for(spec),
-                etcd=self._etcd_binary(spec),
                 ssh_key=key,
                 ssh_public_key_path=public_path,
                 provider_factory=self._provider_factory(spec.provider),
@@ -530,9 +465,9 @@ class ClusterFactory:
                 cluster.close()
             except Exception as error:
                 errors.append(error)
-        if self._discovery is not None:
-            self._discovery.close()
-            self._discovery = None
+        for service in self._discovery.values():
+            service.close()
+        self._discovery.clear()
         if self._atexit_registered:
             atexit.unregister(self.close)
             self._atexit_registered = False

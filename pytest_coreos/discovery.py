@@ -48,11 +48,20 @@ def request_token(service_url: str, size: int, *, timeout: float = 10.0) -> str:
 
 
 class DiscoveryService:
-    """A private discovery service on its own loopback address, for one pytest session."""
+    """A private discovery service for one pytest session: on a loopback address of its
+    own, or on ``address`` (the host's side of a VM network, so that VMs reach it)."""
 
-    def __init__(self, etcd: EtcdBinary, workdir: Path, *, die_with_parent: bool = True) -> None:
+    def __init__(
+        self,
+        etcd: EtcdBinary,
+        workdir: Path,
+        *,
+        address: str | None = None,
+        die_with_parent: bool = True,
+    ) -> None:
         self.etcd = etcd
         self.workdir = workdir
+        self.address = address  # None: a loopback block of its own
         self.die_with_parent = die_with_parent
         self.block: AddressBlock | None = None
         self.processes: list[ManagedProcess] = []
@@ -70,8 +79,10 @@ class DiscoveryService:
     def start(self, timeout: float = 30.0) -> None:
         """Start the backing etcd and, where installed, the discovery server; wait for both."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.block = claim_block(1, (ETCD_CLIENT_PORT, ETCD_PEER_PORT, DISCOVERY_PORT))
-        address = self.block.host(1)
+        address = self.address
+        if address is None:
+            self.block = claim_block(1, (ETCD_CLIENT_PORT, ETCD_PEER_PORT, DISCOVERY_PORT))
+            address = self.block.host(1)
         self.etcd_url = f"http://{address}:{ETCD_CLIENT_PORT}"
         peer_url = f"http://{address}:{ETCD_PEER_PORT}"
         etcd = ManagedProcess(

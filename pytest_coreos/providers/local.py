@@ -21,9 +21,10 @@ from urllib.parse import urlsplit, urlunsplit
 from pytest_coreos import render
 from pytest_coreos.addresses import AddressBlock, can_bind, claim_block
 from pytest_coreos.binaries import find_sshd
-from pytest_coreos.cluster import BootContext, Machine, machine_names
+from pytest_coreos.cluster import Machine, machine_names
 from pytest_coreos.errors import ProcessError
 from pytest_coreos.process import ManagedProcess, kill_all
+from pytest_coreos.providers.base import BootContext
 from pytest_coreos.ssh import SSHClient
 from pytest_coreos.sshd import (
     SshdSettings,

@@ -1,0 +1,85 @@
+"""What every provider implements, and what it is given: kept apart from the providers
+themselves so that each of them is imported only when a cluster asks for it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import paramiko
+
+from pytest_coreos.binaries import EtcdBinary, find_etcd
+from pytest_coreos.options import ClusterSpec
+
+if TYPE_CHECKING:
+    from pytest_coreos.cluster import Machine
+
+
+class MachineControl(Protocol):
+    """What a provider does to one of its machines; :class:`Machine` delegates to it."""
+
+    @property
+    def running(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def logs(self, lines: int) -> str: ...
+
+    def check_alive(self) -> None:
+        """Raise :class:`ProcessError` if the machine's etcd has exited on its own."""
+
+
+class Provider(Protocol):
+    """Boots the machines of one cluster and destroys them; one implementation a file in
+    :mod:`pytest_coreos.providers`."""
+
+    notices: list[str]
+
+    @property
+    def pids(self) -> list[int]:
+        """The process IDs of everything the provider runs (empty for VMs)."""
+
+    def boot(self) -> list[Machine]:
+        """Start every machine at once and return their handles, without waiting."""
+
+    def close(self) -> None:
+        """Destroy everything :meth:`boot` made; safe to call twice or after a failed boot."""
+
+
+class ProviderFactory(Protocol):
+    def __call__(self, context: BootContext) -> Provider: ...
+
+
+class BootContext:
+    """What a provider is given to boot one cluster."""
+
+    def __init__(
+        self,
+        *,
+        spec: ClusterSpec,
+        workdir: Path,
+        user_data: Mapping[str, Any],
+        ssh_key: paramiko.Ed25519Key,
+        ssh_public_key_path: Path,
+    ) -> None:
+        self.spec = spec
+        self.workdir = workdir
+        self.user_data = user_data
+        self.ssh_key = ssh_key
+        self.ssh_public_key_path = ssh_public_key_path
+
+    @property
+    def etcd(self) -> EtcdBinary:
+        """The etcd to run on this host, looked up only by providers that run one."""
+        return find_etcd(self.spec.etcd_binary)
+
+
