@@ -111,8 +111,10 @@ class Cluster:
         ssh_public_key_path: Path,
         provider_factory: ProviderFactory,
         user_data_hook: Callable[[ClusterSpec, dict[str, Any]], None] | None = None,
+        progress: Callable[[str], None] | None = None,
     ) -> None:
         self.spec = spec
+        self.progress = progress
         self.workdir = workdir
         self._discovery_url_for = discovery_url
         self._ssh_key = ssh_key
@@ -191,6 +193,7 @@ class Cluster:
                     user_data=self.user_data,
                     ssh_key=self._ssh_key,
                     ssh_public_key_path=self._ssh_public_key_path,
+                    progress=self.progress,
                 )
             )
             self.notices.extend(self._provider.notices)
@@ -356,6 +359,7 @@ class ClusterFactory:
         self._provider_factory = provider_factory or get_provider
         self._user_data_hook = user_data_hook
         self._given_root = root
+        self.progress: Callable[[str], None] | None = None
         self._root: Path | None = None
         self._discovery: dict[str, DiscoveryService] = {}
         self._ssh_key: tuple[paramiko.Ed25519Key, Path] | None = None
@@ -438,6 +442,7 @@ class ClusterFactory:
                 ssh_public_key_path=public_path,
                 provider_factory=self._provider_factory(spec.provider),
                 user_data_hook=self._user_data_hook,
+                progress=self.progress,
             )
             self.clusters.append(cluster)
         return cluster

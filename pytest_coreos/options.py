@@ -14,7 +14,10 @@ from typing import Any
 
 from pytest_coreos.errors import ConfigError
 
-PROVIDERS = ("local",)
+PROVIDERS = ("local", "vagrant")
+# Where --coreos-discovery is not given: VMs reach discovery.etcd.io like a user would;
+# machines on this host use the private service.
+DEFAULT_DISCOVERY = {"local": "local", "vagrant": "public"}
 CHANNELS = ("stable", "beta", "alpha")
 DISCOVERY_MODES = ("local", "public", "static")
 PUBLIC_DISCOVERY_URL = "https://discovery.etcd.io"
@@ -49,7 +52,7 @@ OPTIONS: tuple[Option, ...] = (
         "discovery",
         "etcd discovery: local (a private discovery service), public (discovery.etcd.io), "
         "static (no discovery, an initial-cluster list), or the URL of a discovery service",
-        "local",
+        None,
         metavar="MODE|URL",
     ),
     Option(
@@ -61,6 +64,19 @@ OPTIONS: tuple[Option, ...] = (
         "leave the cluster running after the session and print how to reach it",
         False,
         kind="bool",
+    ),
+    Option(
+        "vagrant_dir",
+        "an existing coreos-vagrant checkout to boot from (used on a copy, never changed)",
+        None,
+        metavar="PATH",
+    ),
+    Option("box", "the Vagrant box of the machines (vagrant provider)", None, metavar="NAME"),
+    Option(
+        "vagrant_provider",
+        "the Vagrant provider that runs the VMs: libvirt, virtualbox, ...",
+        None,
+        metavar="NAME",
     ),
     Option(
         "etcd_binary",
@@ -83,6 +99,9 @@ class ClusterSpec:
     boot_timeout: float = 60.0
     keep: bool = False
     etcd_binary: Path | None = None
+    vagrant_dir: Path | None = None
+    box: str | None = None
+    vagrant_provider: str | None = None
 
     def replace(self, **changes: Any) -> ClusterSpec:
         """A copy with ``changes`` applied and checked like option values."""
@@ -191,6 +210,9 @@ def resolve_spec(
         return option.default, option.flag, invocation_dir
 
     raw = {option.name: value_of(option) for option in OPTIONS}
+    if raw["discovery"][0] is None:
+        provider = str(raw["provider"][0]).strip()
+        raw["discovery"] = (DEFAULT_DISCOVERY.get(provider, "local"), *raw["discovery"][1:])
 
     def path_of(name: str) -> Path | None:
         value, _source, base = raw[name]
@@ -207,6 +229,9 @@ def resolve_spec(
         provider=parse_choice(given("provider")[0], PROVIDERS, given("provider")[1]),
         channel=parse_choice(given("channel")[0], CHANNELS, given("channel")[1]),
         discovery=parse_discovery(*given("discovery")),
+        vagrant_dir=path_of("vagrant_dir"),
+        box=given("box")[0],
+        vagrant_provider=given("vagrant_provider")[0],
         user_data=path_of("user_data"),
         boot_timeout=parse_boot_timeout(*given("boot_timeout")),
         keep=parse_bool(*given("keep")),

@@ -22,6 +22,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("coreos", "CoreOS cluster (pytest-coreos)")
     for option in OPTIONS:
         shown_default = "off" if option.kind == "bool" else option.default
+        if option.name == "discovery":
+            shown_default = "local, or public for the vagrant provider"
         help_text = f"{option.help} (default: {shown_default}; ini: {option.ini})"
         dest = f"coreos_{option.name}"
         if option.kind == "bool":
@@ -86,6 +88,9 @@ def coreos_cluster_factory(request: pytest.FixtureRequest) -> Iterator[ClusterFa
     cluster, torn down when its ``with`` block ends or at the end of the session."""
     config = request.config
     factory = ClusterFactory(_spec(config), provider_factory=get_provider)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        factory.progress = lambda line: reporter.write_line(f"coreos: {line}")
     config.stash[FACTORY_KEY] = factory
     try:
         yield factory

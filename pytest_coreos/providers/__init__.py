@@ -10,7 +10,10 @@ from pytest_coreos.errors import ConfigError
 from pytest_coreos.options import ClusterSpec
 from pytest_coreos.providers.base import ProviderFactory
 
-PROVIDER_MODULES = {"local": "pytest_coreos.providers.local"}
+PROVIDER_MODULES = {
+    "local": "pytest_coreos.providers.local",
+    "vagrant": "pytest_coreos.providers.vagrant",
+}
 
 
 def _module(name: str) -> ModuleType:

@@ -3,7 +3,7 @@ themselves so that each of them is imported only when a cluster asks for it."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -70,16 +70,18 @@ class BootContext:
         user_data: Mapping[str, Any],
         ssh_key: paramiko.Ed25519Key,
         ssh_public_key_path: Path,
+        progress: Callable[[str], None] | None = None,
     ) -> None:
         self.spec = spec
         self.workdir = workdir
         self.user_data = user_data
         self.ssh_key = ssh_key
         self.ssh_public_key_path = ssh_public_key_path
+        # One short line per step a person would want to see while a slow boot runs
+        # (a VM's state change); the plugin shows them on the terminal.
+        self.progress: Callable[[str], None] = progress or (lambda line: None)
 
     @property
     def etcd(self) -> EtcdBinary:
         """The etcd to run on this host, looked up only by providers that run one."""
         return find_etcd(self.spec.etcd_binary)
-
-
