@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import atexit
+import secrets
 import shutil
 import tempfile
 import threading
@@ -14,14 +15,14 @@ from typing import Any
 
 import paramiko
 
-from pytest_coreos import render
+from pytest_coreos import render, state
 from pytest_coreos.binaries import EtcdBinary, find_etcd
-from pytest_coreos.discovery import DiscoveryService, request_token
+from pytest_coreos.discovery import DiscoveryService, check_token, is_token_url, request_token
 from pytest_coreos.errors import BinaryNotFoundError, CoreOSError, EtcdError, SSHError
 from pytest_coreos.etcd import EtcdClient
 from pytest_coreos.options import PUBLIC_DISCOVERY_URL, ClusterSpec
-from pytest_coreos.providers import discovery_address, get_provider
-from pytest_coreos.providers.base import BootContext, MachineControl, Provider, ProviderFactory
+from pytest_coreos.providers import attach_provider, discovery_address, get_provider
+from pytest_coreos.providers.base import BootContext, MachineControl, Provider
 from pytest_coreos.ssh import SSHClient
 from pytest_coreos.sshd import generate_ed25519_key
 from pytest_coreos.waiting import NotReady, poll
@@ -46,6 +47,7 @@ class Machine:
         self.ssh = ssh
         self.etcd = EtcdClient(etcd_endpoints, name=name)
         self._control = control
+        self.on_change: Callable[[], None] = lambda: None  # its processes changed
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -67,6 +69,7 @@ class Machine:
     def start(self) -> None:
         """Start a stopped machine again; its etcd rejoins with its data."""
         self._control.start()
+        self.on_change()
 
     def restart(self) -> None:
         self.stop()
@@ -99,28 +102,17 @@ def machine_names(count: int) -> list[str]:
 
 
 class Cluster:
-    """A ready CoreOS-style cluster; a context manager that tears it down on exit."""
+    """A ready CoreOS-style cluster; a context manager that tears it down on exit.
 
-    def __init__(
-        self,
-        spec: ClusterSpec,
-        *,
-        workdir: Path,
-        discovery_url: Callable[[int], str],
-        ssh_key: paramiko.Ed25519Key,
-        ssh_public_key_path: Path,
-        provider_factory: ProviderFactory,
-        user_data_hook: Callable[[ClusterSpec, dict[str, Any]], None] | None = None,
-        progress: Callable[[str], None] | None = None,
-    ) -> None:
+    Made by a :class:`ClusterFactory` (the ``coreos_cluster_factory`` fixture), which
+    provides what a session shares: discovery, the SSH key pair, the state record.
+    """
+
+    def __init__(self, spec: ClusterSpec, *, workdir: Path, session: ClusterFactory) -> None:
         self.spec = spec
-        self.progress = progress
         self.workdir = workdir
-        self._discovery_url_for = discovery_url
-        self._ssh_key = ssh_key
-        self._ssh_public_key_path = ssh_public_key_path
-        self._provider_factory = provider_factory
-        self._user_data_hook = user_data_hook
+        self.name = workdir.name
+        self._session = session
         self._provider: Provider | None = None
         self.machines: list[Machine] = []
         self.discovery_url = ""
@@ -128,7 +120,10 @@ class Cluster:
         self.notices: list[str] = []
         self._etcd: EtcdClient | None = None
         self._closed = False
+        self._recorded: dict[str, Any] = {}
         self.boot_failed = False
+        self.attached = False  # True when adopted from a record, not booted here
+        self.owner_session = session.session_id  # whose state record holds this cluster
 
     def __repr__(self) -> str:
         return f"<Cluster {self.spec.provider} x{self.size} {self.workdir}>"
@@ -175,6 +170,18 @@ class Cluster:
         return self.workdir / "config.rb"
 
     # -- life cycle ----------------------------------------------------------------
+    def _context(self, spec: ClusterSpec | None = None) -> BootContext:
+        key, public_path = self._session.session_key()
+        return BootContext(
+            spec=spec or self.spec,
+            workdir=self.workdir,
+            user_data=self.user_data,
+            ssh_key=key,
+            ssh_public_key_path=public_path,
+            progress=self._session.progress,
+            remember=self._remember,
+        )
+
     def start(self) -> Cluster:
         """Render the config, boot every machine and wait until the cluster is ready.
 
@@ -184,20 +191,12 @@ class Cluster:
             return self
         self.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
-            self.discovery_url = self._discovery_url_for(self.spec.instances)
+            self._remember({})  # on record before anything runs: a crash is reaped
+            self.discovery_url = self._session.discovery_url(self.spec)
             self._write_config()
-            self._provider = self._provider_factory(
-                BootContext(
-                    spec=self.spec,
-                    workdir=self.workdir,
-                    user_data=self.user_data,
-                    ssh_key=self._ssh_key,
-                    ssh_public_key_path=self._ssh_public_key_path,
-                    progress=self.progress,
-                )
-            )
-            self.notices.extend(self._provider.notices)
+            self._provider = get_provider(self.spec.provider)(self._context())
             self.machines = self._provider.boot()
+            self._watch_machines()
             self.notices.extend(n for n in self._provider.notices if n not in self.notices)
             self.wait_until_healthy(self.spec.boot_timeout)
         except BaseException:
@@ -206,14 +205,55 @@ class Cluster:
             raise
         return self
 
+    def attach(self, owner: str, record: Mapping[str, Any], timeout: float) -> Cluster:
+        """Adopt a running cluster from its record in session ``owner``'s state (a kept
+        one, or one an xdist worker booted) and check that it is healthy; on failure
+        nothing is torn down."""
+        self.attached = True
+        self.owner_session = owner
+        self.discovery_url = record["discovery_url"]
+        self.user_data = dict(record["user_data"])
+        self._recorded = dict(record)
+        self._provider = attach_provider(self.spec.provider, self._context(), record)
+        self.machines = self._provider.boot()
+        self._watch_machines()
+        self.wait_until_healthy(timeout)
+        return self
+
+    def _watch_machines(self) -> None:
+        for machine in self.machines:
+            machine.on_change = lambda: self._remember({})
+
+    def describe(self) -> dict[str, Any]:
+        """The cluster's state record: enough to reap it, or to attach to it again."""
+        record: dict[str, Any] = {
+            **self._recorded,
+            "name": self.name,
+            "workdir": str(self.workdir),
+            "provider": self.spec.provider,
+            "spec": self.spec.to_record(),
+            "keep": self.spec.keep,
+            "discovery_url": self.discovery_url,
+            "user_data": self.user_data,
+        }
+        if self._provider is not None:
+            record.update(self._provider.describe())
+        return record
+
+    def _remember(self, extra: Mapping[str, Any]) -> None:
+        """Merge ``extra`` into this cluster's state record and write it at once, so that
+        a provider can record a resource before it creates it."""
+        self._recorded.update(extra)
+        self._session.record_cluster(self)
+
     def _write_config(self) -> None:
         if self.spec.user_data is not None:
             data = render.load_user_data(self.spec.user_data)
         else:
             data = render.default_user_data()
         data = render.inject_discovery(data, self.discovery_url)
-        if self._user_data_hook is not None:
-            self._user_data_hook(self.spec, data)
+        if self._session.user_data_hook is not None:
+            self._session.user_data_hook(self.spec, data)
         self.user_data = data
         self.user_data_path.write_text(render.render_user_data(data))
         self.config_rb_path.write_text(
@@ -221,8 +261,9 @@ class Cluster:
         )
 
     def close(self) -> None:
-        """Destroy every machine. The workdir stays when the boot failed (to read its logs);
-        it is removed by the factory otherwise."""
+        """Destroy every machine, unless the cluster is kept (``--coreos-keep``). The
+        workdir stays when the boot failed (to read its logs); the factory removes it
+        otherwise."""
         if self._closed:
             return
         self._closed = True
@@ -231,8 +272,16 @@ class Cluster:
         for machine in self.machines:
             machine.ssh.close()
             machine.etcd.close()
-        if self._provider is not None and not self.spec.keep:
-            self._provider.close()
+        if self._provider is not None:
+            if self.spec.keep and not self.boot_failed:
+                self._provider.detach()
+            else:
+                self._provider.close()
+        self._session.record_cluster(self)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def __enter__(self) -> Cluster:
         return self.start()
@@ -343,31 +392,33 @@ class _LoginWatcher:
 class ClusterFactory:
     """Builds clusters for one pytest session and tears every one of them down at its end.
 
-    Session-wide resources are made once, when first needed: the session's SSH key pair,
-    the private discovery service, the etcd binary lookup.
+    Session-wide resources are made once, when first needed: the session's folder and
+    state record, its SSH key pair, the private discovery service.
     """
 
-    def __init__(
-        self,
-        spec: ClusterSpec,
-        *,
-        provider_factory: Callable[[str], ProviderFactory] | None = None,
-        user_data_hook: Callable[[ClusterSpec, dict[str, Any]], None] | None = None,
-        root: Path | None = None,
-    ) -> None:
+    def __init__(self, spec: ClusterSpec, *, root: Path | None = None) -> None:
         self.spec = spec
-        self._provider_factory = provider_factory or get_provider
-        self._user_data_hook = user_data_hook
+        self.session_id = secrets.token_hex(4)
         self._given_root = root
         self.progress: Callable[[str], None] | None = None
+        self.user_data_hook: Callable[[ClusterSpec, dict[str, Any]], None] | None = None
         self._root: Path | None = None
         self._discovery: dict[str, DiscoveryService] = {}
         self._ssh_key: tuple[paramiko.Ed25519Key, Path] | None = None
         self.clusters: list[Cluster] = []
         self._default: Cluster | None = None
-        self._lock = threading.Lock()
+        self.notices: list[str] = []
+        self._lock = threading.RLock()
         self._atexit_registered = False
+        self._record: dict[str, Any] = {
+            "session_id": self.session_id,
+            **state.owner_record(),
+            "root": "",
+            "clusters": {},
+            "discovery": [],
+        }
 
+    # -- session resources ---------------------------------------------------------
     @property
     def root(self) -> Path:
         """The session's folder: the key pair, the discovery service and one per cluster."""
@@ -376,23 +427,31 @@ class ClusterFactory:
                 self._given_root.mkdir(mode=0o700, parents=True, exist_ok=True)
                 self._root = self._given_root
             else:
-                self._root = Path(tempfile.mkdtemp(prefix="pytest-coreos-"))
+                self._root = Path(tempfile.mkdtemp(prefix=f"pytest-coreos-{self.session_id}-"))
+            self._record["root"] = str(self._root)
+            self._save_record()
             if not self._atexit_registered:
                 atexit.register(self.close)
                 self._atexit_registered = True
         return self._root
 
-    def _session_key(self) -> tuple[paramiko.Ed25519Key, Path]:
+    def session_key(self) -> tuple[paramiko.Ed25519Key, Path]:
+        """The session's SSH key pair, made once (ed25519, in the session folder, 0600)."""
         if self._ssh_key is None:
             private = self.root / "id_ed25519"
             self._ssh_key = (generate_ed25519_key(private), private.with_suffix(".pub"))
         return self._ssh_key
 
-    def _discovery_url_for(self, spec: ClusterSpec) -> Callable[[int], str]:
+    def discovery_url(self, spec: ClusterSpec) -> str:
+        """A fresh discovery URL for a cluster of ``spec``, as its discovery mode says."""
         if spec.discovery == "local":
-            return lambda size: self._local_discovery(spec).new_cluster(size)
-        service = PUBLIC_DISCOVERY_URL if spec.discovery == "public" else spec.discovery
-        return lambda size: request_token(service, size)
+            return self._local_discovery(spec).new_cluster(spec.instances)
+        if spec.discovery == "public":
+            return request_token(PUBLIC_DISCOVERY_URL, spec.instances)
+        if is_token_url(spec.discovery):
+            check_token(spec.discovery, spec.instances)
+            return spec.discovery
+        return request_token(spec.discovery, spec.instances)
 
     def _local_discovery(self, spec: ClusterSpec) -> DiscoveryService:
         """The session's private discovery service where ``spec``'s machines can reach it:
@@ -400,16 +459,23 @@ class ClusterFactory:
         side of a VM network). One service per address, started on first use."""
         address = discovery_address(spec)
         key = address or "loopback"
-        if key not in self._discovery:
-            service = DiscoveryService(
-                self._discovery_etcd(spec),
-                self.root / f"discovery-{len(self._discovery) + 1}",
-                address=address,
-                die_with_parent=not spec.keep,
-            )
-            self._discovery[key] = service
-            service.start(timeout=spec.boot_timeout)
-        return self._discovery[key]
+        with self._lock:
+            if key not in self._discovery:
+                service = DiscoveryService(
+                    self._discovery_etcd(spec),
+                    self.root / f"discovery-{len(self._discovery) + 1}",
+                    address=address,
+                    die_with_parent=not spec.keep,
+                )
+                self._discovery[key] = service
+                try:
+                    service.start(timeout=spec.boot_timeout)
+                finally:
+                    self._record["discovery"] = [
+                        record for s in self._discovery.values() for record in s.describe()
+                    ]
+                    self._save_record()
+            return self._discovery[key]
 
     @staticmethod
     def _discovery_etcd(spec: ClusterSpec) -> EtcdBinary:
@@ -420,38 +486,65 @@ class ClusterFactory:
         except BinaryNotFoundError:
             return find_etcd(spec.etcd_binary)
 
+    # -- the state record ------------------------------------------------------------
+    def _save_record(self) -> None:
+        with state.registry_lock():
+            state.write_record(self.session_id, self._record)
+
+    def record_cluster(self, cluster: Cluster) -> None:
+        """Bring ``cluster``'s entry of the session record up to date."""
+        with self._lock:
+            gone = cluster.closed and (cluster.boot_failed or not cluster.spec.keep)
+            if cluster.attached:  # its record belongs to the session that booted it
+                state.update_cluster(
+                    cluster.owner_session, cluster.name, None if gone else cluster.describe()
+                )
+                return
+            clusters = self._record["clusters"]
+            if gone:
+                clusters.pop(cluster.name, None)
+            else:
+                clusters[cluster.name] = cluster.describe()
+            self._save_record()
+
+    # -- clusters ----------------------------------------------------------------------
     def __call__(self, instances: int | None = None, **changes: Any) -> Cluster:
         """A new, ready cluster; ``instances`` and any spec field can be changed."""
         if instances is not None:
             changes["instances"] = instances
         spec = self.spec.replace(**changes) if changes else self.spec
-        cluster = self.create(spec)
-        return cluster.start()
+        return self.create(spec).start()
 
     def create(self, spec: ClusterSpec) -> Cluster:
         """A cluster for ``spec``, registered for teardown but not started."""
         with self._lock:
-            index = len(self.clusters) + 1
-            workdir = self.root / f"cluster-{index}"
-            key, public_path = self._session_key()
-            cluster = Cluster(
-                spec,
-                workdir=workdir,
-                discovery_url=self._discovery_url_for(spec),
-                ssh_key=key,
-                ssh_public_key_path=public_path,
-                provider_factory=self._provider_factory(spec.provider),
-                user_data_hook=self._user_data_hook,
-                progress=self.progress,
-            )
+            workdir = self.root / f"cluster-{len(self.clusters) + 1}"
+            cluster = Cluster(spec, workdir=workdir, session=self)
             self.clusters.append(cluster)
         return cluster
 
     def default(self) -> Cluster:
-        """The session's cluster of the configured spec, booted on first use."""
+        """The session's cluster of the configured spec, booted on first use, or, with
+        ``--coreos-reuse``, a kept one of the same spec if it is healthy."""
         if self._default is None:
-            self._default = self(**{})
+            reused = self.reuse(self.spec) if self.spec.reuse else None
+            self._default = reused or self()
         return self._default
+
+    def reuse(self, spec: ClusterSpec) -> Cluster | None:
+        """Attach to a healthy kept cluster of ``spec`` left by an earlier session."""
+        for owner, cluster_record in state.kept_clusters(spec.to_record()):
+            cluster = Cluster(spec, workdir=Path(cluster_record["workdir"]), session=self)
+            try:
+                cluster.attach(owner, cluster_record, timeout=min(spec.boot_timeout, 5.0))
+            except CoreOSError as error:
+                self.notices.append(f"kept cluster {cluster_record['workdir']} not reused: {error}")
+                continue
+            self.notices.append(f"reusing kept cluster {cluster_record['workdir']}")
+            with self._lock:
+                self.clusters.append(cluster)
+            return cluster
+        return None
 
     @property
     def kept(self) -> bool:
@@ -463,7 +556,8 @@ class ClusterFactory:
 
     def close(self) -> None:
         """Tear down every cluster and the discovery service; remove the session folder
-        unless a cluster is kept or failed to boot (its logs are the diagnosis)."""
+        and record unless a cluster is kept or failed to boot (its logs are the
+        diagnosis; the next session reaps it)."""
         errors: list[BaseException] = []
         for cluster in reversed(self.clusters):
             try:
@@ -473,14 +567,20 @@ class ClusterFactory:
         for service in self._discovery.values():
             service.close()
         self._discovery.clear()
+        self._record["discovery"] = []
         if self._atexit_registered:
             atexit.unregister(self.close)
             self._atexit_registered = False
-        if self._root is not None and not self.kept and not self.failed_boots:
-            if self._given_root is None:
-                shutil.rmtree(self._root, ignore_errors=True)
+        if self._root is not None:
+            if self.kept or self.failed_boots:
+                self._save_record()
             else:
-                for cluster in self.clusters:
-                    shutil.rmtree(cluster.workdir, ignore_errors=True)
+                if self._given_root is None:
+                    shutil.rmtree(self._root, ignore_errors=True)
+                else:
+                    for cluster in self.clusters:
+                        shutil.rmtree(cluster.workdir, ignore_errors=True)
+                with state.registry_lock():
+                    state.remove_record(self.session_id)
         if errors:
             raise CoreOSError(f"tearing down {len(errors)} cluster(s) failed") from errors[0]

@@ -47,6 +47,42 @@ def request_token(service_url: str, size: int, *, timeout: float = 10.0) -> str:
     return url
 
 
+def is_token_url(url: str) -> bool:
+    """True for a URL that already names a token (``.../<32 hex>``), not a service."""
+    return _TOKEN_URL.fullmatch(url) is not None
+
+
+def check_token(url: str, size: int, *, timeout: float = 10.0) -> None:
+    """Check that a given discovery token exists, is for ``size`` members and is not full:
+    etcd would otherwise retry forever, or (with --discovery-fallback=exit) just exit."""
+    try:
+        config = requests.get(f"{url}/_config/size", timeout=timeout)
+        members = requests.get(url, timeout=timeout)
+    except requests.RequestException as error:
+        raise DiscoveryError(url, f"cannot be reached ({type(error).__name__})") from error
+    if config.status_code != 200 or members.status_code != 200:
+        raise DiscoveryError(url, f"no such token (HTTP {config.status_code})")
+    try:
+        wanted = int(config.json()["node"]["value"])
+        joined = [
+            node
+            for node in members.json()["node"].get("nodes", [])
+            if not node["key"].endswith("/_config")
+        ]
+    except (ValueError, KeyError, TypeError) as error:
+        raise DiscoveryError(url, "does not answer like a discovery token") from error
+    if wanted != size:
+        raise DiscoveryError(
+            url, f"token is for {wanted} members, not {size}: use --coreos-instances={wanted}"
+        )
+    if joined:
+        raise DiscoveryError(
+            url,
+            f"token already has {len(joined)} of {wanted} members: a token serves one "
+            "cluster once; get a fresh one, or give the service's URL instead",
+        )
+
+
 class DiscoveryService:
     """A private discovery service for one pytest session: on a loopback address of its
     own, or on ``address`` (the host's side of a VM network, so that VMs reach it)."""
@@ -150,6 +186,10 @@ class DiscoveryService:
                 raise NotReady(f"{probe}: {type(error).__name__}") from error
             if probe.endswith("/v2/keys/") and answer.status_code != 200:
                 raise NotReady(f"{probe}: HTTP {answer.status_code}")
+
+    def describe(self) -> list[dict[str, object]]:
+        """The state records of its processes, for reaping."""
+        return [process.to_record() for process in self.processes if process.started]
 
     def new_cluster(self, size: int) -> str:
         """A fresh discovery URL for a cluster of ``size`` members."""

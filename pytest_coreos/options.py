@@ -66,6 +66,19 @@ OPTIONS: tuple[Option, ...] = (
         kind="bool",
     ),
     Option(
+        "reuse",
+        "attach to a healthy kept cluster of the same spec, or boot one; either way keep it",
+        False,
+        kind="bool",
+    ),
+    Option(
+        "reap",
+        "remove every cluster, process and folder that ended pytest runs left (kept "
+        "clusters too), then exit",
+        False,
+        kind="bool",
+    ),
+    Option(
         "vagrant_dir",
         "an existing coreos-vagrant checkout to boot from (used on a copy, never changed)",
         None,
@@ -77,6 +90,12 @@ OPTIONS: tuple[Option, ...] = (
         "the Vagrant provider that runs the VMs: libvirt, virtualbox, ...",
         None,
         metavar="NAME",
+    ),
+    Option(
+        "sshd_binary",
+        "the OpenSSH sshd executable (default: PATH, then /usr/sbin)",
+        None,
+        metavar="PATH",
     ),
     Option(
         "etcd_binary",
@@ -98,10 +117,19 @@ class ClusterSpec:
     user_data: Path | None = None
     boot_timeout: float = 60.0
     keep: bool = False
+    reuse: bool = False
     etcd_binary: Path | None = None
+    sshd_binary: Path | None = None
     vagrant_dir: Path | None = None
     box: str | None = None
     vagrant_provider: str | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        """The spec as JSON-able values, for the state record."""
+        return {
+            name: str(value) if isinstance(value, Path) else value
+            for name, value in ((f, getattr(self, f)) for f in self.__dataclass_fields__)
+        }
 
     def replace(self, **changes: Any) -> ClusterSpec:
         """A copy with ``changes`` applied and checked like option values."""
@@ -234,8 +262,10 @@ def resolve_spec(
         vagrant_provider=given("vagrant_provider")[0],
         user_data=path_of("user_data"),
         boot_timeout=parse_boot_timeout(*given("boot_timeout")),
-        keep=parse_bool(*given("keep")),
+        keep=parse_bool(*given("keep")) or parse_bool(*given("reuse")),
+        reuse=parse_bool(*given("reuse")),
         etcd_binary=path_of("etcd_binary"),
+        sshd_binary=path_of("sshd_binary"),
     )
     if spec.discovery == "static":
         raise ConfigError(

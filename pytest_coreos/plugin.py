@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Iterator
-from pathlib import Path
+from types import FrameType
 
 import pytest
 
@@ -11,7 +13,8 @@ from pytest_coreos import render
 from pytest_coreos.cluster import Cluster, ClusterFactory
 from pytest_coreos.errors import ConfigError
 from pytest_coreos.options import OPTIONS, ClusterSpec, resolve_spec
-from pytest_coreos.providers import get_provider
+from pytest_coreos.providers import reaper
+from pytest_coreos.state import reap
 
 SPEC_KEY = pytest.StashKey[ClusterSpec]()
 FACTORY_KEY = pytest.StashKey[ClusterFactory]()
@@ -54,8 +57,34 @@ def _resolve(config: pytest.Config) -> ClusterSpec:
     return spec
 
 
+def pytest_cmdline_main(config: pytest.Config) -> int | None:
+    """``pytest --coreos-reap``: remove what ended runs left, kept clusters too, and exit."""
+    if not config.getoption("coreos_reap"):
+        return None
+    removed = reap(include_kept=True, provider_reaper=reaper)
+    for line in removed:
+        print(f"coreos: reaped {line}")
+    print(f"coreos: reaped {len(removed)} item(s) left by ended pytest runs")
+    return 0
+
+
+def _end_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM (a cancelled CI job) would end pytest without teardown; as an interrupt,
+    # pytest tears the session down and the clusters with it.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _restore_sigterm() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and (
+        threading.current_thread() is threading.main_thread()
+    ):
+        signal.signal(signal.SIGTERM, _end_on_sigterm)
+        config.add_cleanup(_restore_sigterm)
     config.stash[SUMMARY_KEY] = []
     if config.getoption("help", default=False):
         return
@@ -87,7 +116,10 @@ def coreos_cluster_factory(request: pytest.FixtureRequest) -> Iterator[ClusterFa
     """Makes further clusters: ``coreos_cluster_factory(instances=5)`` returns a ready
     cluster, torn down when its ``with`` block ends or at the end of the session."""
     config = request.config
-    factory = ClusterFactory(_spec(config), provider_factory=get_provider)
+    summary = config.stash[SUMMARY_KEY]
+    # What runs of a dead pytest left (but clusters kept on purpose) goes first.
+    summary.extend(f"reaped {line}" for line in reap(include_kept=False, provider_reaper=reaper))
+    factory = ClusterFactory(_spec(config))
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         factory.progress = lambda line: reporter.write_line(f"coreos: {line}")
@@ -95,9 +127,9 @@ def coreos_cluster_factory(request: pytest.FixtureRequest) -> Iterator[ClusterFa
     try:
         yield factory
     finally:
-        summary = config.stash[SUMMARY_KEY]
-        for cluster in factory.clusters:
-            summary.extend(n for n in cluster.notices if n not in summary)
+        for notice in factory.notices + [n for c in factory.clusters for n in c.notices]:
+            if notice not in summary:
+                summary.append(notice)
         try:
             factory.close()
         finally:
@@ -116,13 +148,13 @@ def _kept_lines(factory: ClusterFactory) -> list[str]:
         if cluster.boot_failed:
             lines.append(f"{cluster.workdir.name} failed to boot; its logs: {cluster.workdir}")
         elif cluster.spec.keep and cluster.machines:
-            lines.extend(_how_to_reach(cluster, factory.root))
+            lines.extend(_how_to_reach(cluster))
     return lines
 
 
-def _how_to_reach(cluster: Cluster, root: Path) -> list[str]:
+def _how_to_reach(cluster: Cluster) -> list[str]:
     lines = [f"cluster kept running (--coreos-keep): {cluster.workdir}"]
-    key = root / "id_ed25519"
+    key = cluster.workdir.parent / "id_ed25519"  # the key of the session that booted it
     for machine in cluster.machines:
         ssh = machine.ssh
         lines.append(
@@ -130,7 +162,10 @@ def _how_to_reach(cluster: Cluster, root: Path) -> list[str]:
             f"etcd {','.join(machine.etcd_endpoints)}"
         )
     pids = [str(pid) for pid in cluster.pids]
-    lines.append(f"  remove it: kill {' '.join(pids)}; rm -rf {root}")
+    lines.append(
+        f"  remove it: pytest --coreos-reap (or: kill {' '.join(pids)}; "
+        f"rm -rf {cluster.workdir.parent})"
+    )
     return lines
 
 

@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from pytest_coreos.errors import ProcessError
 
@@ -33,8 +34,33 @@ def tail(path: Path, lines: int = 20) -> str:
     return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
 
 
+def process_start_time(pid: int) -> int | None:
+    """When ``pid`` started, in clock ticks since boot (field 22 of /proc/PID/stat), or
+    None if no such live process: with the PID, it names a process unambiguously even
+    after PIDs are reused."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    if fields[0] == b"Z":
+        return None  # a zombie is dead; it only waits for its parent
+    return int(fields[19])
+
+
+def is_same_process(pid: int, start_time: int | None) -> bool:
+    """True if ``pid`` is alive and is the process that started at ``start_time``."""
+    current = process_start_time(pid)
+    return current is not None and (start_time is None or current == start_time)
+
+
 class ManagedProcess:
-    """One long-running program of a machine (etcd, sshd, the discovery service)."""
+    """One long-running program of a machine (etcd, sshd, the discovery service).
+
+    It is either started here (``start``) or adopted from a record written by another
+    pytest process (``from_record``): a kept cluster reused, or one shared by xdist
+    workers. Either way it is controlled by PID and process group.
+    """
 
     def __init__(
         self,
@@ -53,13 +79,46 @@ class ManagedProcess:
         self.cwd = cwd
         self.die_with_parent = die_with_parent
         self.popen: subprocess.Popen[bytes] | None = None
+        self._pid: int | None = None
+        self.start_time: int | None = None
 
     def __repr__(self) -> str:
         return f"<ManagedProcess {self.name} pid={self.pid}>"
 
     @property
     def pid(self) -> int | None:
-        return self.popen.pid if self.popen is not None else None
+        return self._pid
+
+    @property
+    def started(self) -> bool:
+        return self._pid is not None
+
+    def to_record(self) -> dict[str, Any]:
+        """What another pytest process needs to adopt, restart or reap this program."""
+        return {
+            "name": self.name,
+            "argv": self.argv,
+            "log_path": str(self.log_path),
+            "env": self.env,
+            "cwd": str(self.cwd) if self.cwd is not None else None,
+            "pid": self._pid,
+            "start_time": self.start_time,
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], *, die_with_parent: bool) -> ManagedProcess:
+        process = cls(
+            record["name"],
+            record["argv"],
+            log_path=Path(record["log_path"]),
+            env=record["env"],
+            cwd=Path(record["cwd"]) if record["cwd"] is not None else None,
+            die_with_parent=die_with_parent,
+        )
+        if record["pid"] is not None and is_same_process(record["pid"], record["start_time"]):
+            process._pid = record["pid"]
+            process.start_time = record["start_time"]
+        return process
 
     def start(self) -> None:
         """Start the program; its output is appended to its log file."""
@@ -82,10 +141,16 @@ class ManagedProcess:
                 )
             except OSError as error:
                 raise ProcessError(self.name, f"could not start {argv[0]}: {error}") from error
+        self._pid = self.popen.pid
+        self.start_time = process_start_time(self.popen.pid)
 
     @property
     def running(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
+        if self._pid is None:
+            return False
+        if self.popen is not None:
+            return self.popen.poll() is None
+        return is_same_process(self._pid, self.start_time)
 
     @property
     def exit_status(self) -> int | None:
@@ -93,10 +158,10 @@ class ManagedProcess:
 
     def signal(self, signum: int) -> None:
         """Send ``signum`` to the program's whole process group."""
-        if self.popen is None or self.popen.poll() is not None:
+        if self._pid is None or not self.running:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signum)
+            os.killpg(self._pid, signum)
 
     def kill(self) -> None:
         """SIGKILL the group and every descendant at once, and reap the program."""
@@ -104,7 +169,7 @@ class ManagedProcess:
 
     def terminate(self, grace: float = 10.0) -> None:
         """SIGTERM, then SIGKILL what is still running after ``grace`` seconds."""
-        descendants = descendants_of([self.pid] if self.running and self.pid else [])
+        descendants = descendants_of([self._pid] if self.running and self._pid else [])
         self.signal(signal.SIGCONT)
         self.signal(signal.SIGTERM)
         _signal_pids(descendants, signal.SIGTERM)
@@ -114,13 +179,25 @@ class ManagedProcess:
 
     def wait(self, timeout: float) -> bool:
         """Wait for the program to exit; True if it did within ``timeout``."""
-        if self.popen is None:
+        if self.popen is not None:
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return False
             return True
-        try:
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return False
+        deadline = time.monotonic() + timeout
+        while self.running:  # adopted: not our child, so poll /proc
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
         return True
+
+    def detach(self) -> None:
+        """Let the program outlive this pytest (``--coreos-keep``): forget the Popen, so
+        that it is neither waited for nor reported as a leak, and go on by PID."""
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.returncode = 0  # Popen's finaliser would warn of a running child
+        self.popen = None
 
     def log_tail(self, lines: int = 20) -> str:
         return tail(self.log_path, lines)

@@ -363,8 +363,14 @@ def test_keep_leaves_the_cluster_up_and_says_how_to_reach_and_remove_it(
         assert f"cluster kept running (--coreos-keep): {seen['workdir']}" in text
         ssh_line = next(line for line in text.splitlines() if "core-01: ssh -i" in line)
         assert "etcd http://" in ssh_line
-        remove = next(line for line in text.splitlines() if "remove it: kill" in line)
+        remove = next(line for line in text.splitlines() if "remove it:" in line)
+        assert "pytest --coreos-reap" in remove
         assert all(str(pid) in remove for pid in seen["pids"])
+        reaped = inner.runpytest_subprocess("--coreos-reap")
+        assert reaped.ret == 0
+        reaped.stdout.fnmatch_lines(["coreos: reaped process *(etcd)*", "coreos: reaped *item(s)*"])
+        assert not [pid for pid in seen["pids"] if _alive(pid)]
+        assert not Path(seen["root"]).exists()
     finally:
         for pid in seen["pids"]:
             with contextlib.suppress(ProcessLookupError):

@@ -4,11 +4,14 @@ when a cluster asks for it by name."""
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from types import ModuleType
+from typing import Any
 
 from pytest_coreos.errors import ConfigError
 from pytest_coreos.options import ClusterSpec
-from pytest_coreos.providers.base import ProviderFactory
+from pytest_coreos.providers.base import BootContext, Provider, ProviderFactory
+from pytest_coreos.state import ProviderReaper
 
 PROVIDER_MODULES = {
     "local": "pytest_coreos.providers.local",
@@ -40,3 +43,22 @@ def discovery_address(spec: ClusterSpec) -> str | None:
     block of the service's own, enough for machines that live on this host)."""
     find = getattr(_module(spec.provider), "discovery_address", None)
     return find(spec) if find is not None else None
+
+
+def attach_provider(name: str, context: BootContext, record: Mapping[str, Any]) -> Provider:
+    """A provider of ``name`` over machines that already run, described by ``record``."""
+    attach = getattr(_module(name), "attach", None)
+    if attach is None:
+        raise ConfigError("--coreos-reuse", f"the {name} provider cannot attach to a cluster")
+    provider: Provider = attach(context, record)
+    return provider
+
+
+def reaper(name: str) -> ProviderReaper | None:
+    """The provider's ``reap(cluster_record)``, for what only it knows how to remove (VMs);
+    None for providers whose resources are all processes and namespaces."""
+    try:
+        reap: ProviderReaper | None = getattr(_module(name), "reap", None)
+    except ImportError:
+        return None
+    return reap

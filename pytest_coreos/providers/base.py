@@ -49,10 +49,20 @@ class Provider(Protocol):
         """The process IDs of everything the provider runs (empty for VMs)."""
 
     def boot(self) -> list[Machine]:
-        """Start every machine at once and return their handles, without waiting."""
+        """Start every machine at once and return their handles, without waiting. (A
+        provider made by a module's ``attach(context, record)`` starts nothing: it returns
+        handles to the machines the record describes.)"""
+
+    def describe(self) -> dict[str, Any]:
+        """Its part of the cluster's state record: ``processes`` (records of every process
+        it started), ``namespaces`` (network namespaces), ``machines`` (what ``attach``
+        needs), and anything its module's ``reap(record)`` needs."""
 
     def close(self) -> None:
         """Destroy everything :meth:`boot` made; safe to call twice or after a failed boot."""
+
+    def detach(self) -> None:
+        """Leave everything running (a kept cluster) and let go of it."""
 
 
 class ProviderFactory(Protocol):
@@ -71,6 +81,7 @@ class BootContext:
         ssh_key: paramiko.Ed25519Key,
         ssh_public_key_path: Path,
         progress: Callable[[str], None] | None = None,
+        remember: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> None:
         self.spec = spec
         self.workdir = workdir
@@ -80,6 +91,10 @@ class BootContext:
         # One short line per step a person would want to see while a slow boot runs
         # (a VM's state change); the plugin shows them on the terminal.
         self.progress: Callable[[str], None] = progress or (lambda line: None)
+        # Merges into the cluster's state record and writes it at once: call it BEFORE
+        # making anything processes alone do not account for (a namespace, a VM), with
+        # its name, so that a run killed right then is still reaped.
+        self.remember: Callable[[Mapping[str, Any]], None] = remember or (lambda extra: None)
 
     @property
     def etcd(self) -> EtcdBinary:

@@ -13,10 +13,13 @@ from __future__ import annotations
 import os
 import pwd
 import re
+import signal
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+import paramiko
 
 from pytest_coreos import render
 from pytest_coreos.addresses import AddressBlock, can_bind, claim_block
@@ -149,21 +152,22 @@ class LocalMachine:
 
     def pause(self) -> None:
         for process in self.processes:
-            process.signal(19)  # SIGSTOP
+            process.signal(signal.SIGSTOP)
 
     def resume(self) -> None:
         for process in self.processes:
-            process.signal(18)  # SIGCONT
+            process.signal(signal.SIGCONT)
 
     def logs(self, lines: int) -> str:
         return self.etcd.log_tail(lines)
 
     def check_alive(self) -> None:
         for process in self.processes:
-            if process.popen is not None and not process.running:
+            if process.started and not process.running:
+                status = process.exit_status
                 raise ProcessError(
                     f"{self.name} {process.name}",
-                    f"exited with status {process.exit_status}",
+                    "exited" if status is None else f"exited with status {status}",
                     process.log_tail(),
                 )
 
@@ -176,18 +180,19 @@ class LocalProvider:
         self.notices: list[str] = []
         self.block: AddressBlock | None = None
         self.machines: list[LocalMachine] = []
+        self._descriptions: list[dict[str, Any]] = []
 
     def boot(self) -> list[Machine]:
         context = self.context
         spec = context.spec
-        sshd = find_sshd()
+        sshd = find_sshd(spec.sshd_binary)
         sshd_version = openssh_version(sshd)
+        etcd = context.etcd
         user = pwd.getpwuid(os.getuid()).pw_name
         ssh_port = ssh_port_for_current_user()
         if ssh_port == 22 and not can_bind("127.254.254.254", 22):
             ssh_port = 2222  # something holds 0.0.0.0:22 on this host
         ensure_privilege_separation_dir()
-        names = machine_names(spec.instances)
         probe_env, _ = machine_etcd_environment(
             context.user_data, name="probe", address="127.0.0.1", data_dir=context.workdir
         )
@@ -196,8 +201,8 @@ class LocalProvider:
         authorized_keys = context.workdir / "authorized_keys"
         authorized_keys.write_text(public_key_line(context.ssh_key) + "\n")
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
-        handles = []
-        for index, name in enumerate(names, start=1):
+        die_with_parent = not spec.keep
+        for index, name in enumerate(machine_names(spec.instances), start=1):
             address = self.block.host(index)
             directory = context.workdir / "machines" / name
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -209,7 +214,7 @@ class LocalProvider:
                 "".join(f"{key}={value}\n" for key, value in sorted(env.items()))
             )
             host_key_path = directory / "ssh_host_ed25519_key"
-            host_key = generate_ed25519_key(host_key_path)
+            generate_ed25519_key(host_key_path)
             config_path = directory / "sshd_config"
             config_path.write_text(
                 render_sshd_config(
@@ -224,41 +229,67 @@ class LocalProvider:
                     )
                 )
             )
-            keep = spec.keep
-            machine = LocalMachine(
-                name,
-                ManagedProcess(
-                    "etcd",
-                    [str(context.etcd.path)],
-                    log_path=directory / "etcd.log",
-                    env={**base_env, **env},
-                    cwd=directory,
-                    die_with_parent=not keep,
-                ),
-                ManagedProcess(
-                    "sshd",
-                    sshd_command(sshd, config_path, directory / "sshd.log"),
-                    log_path=directory / "sshd.out",
-                    die_with_parent=not keep,
-                ),
-            )
-            self.machines.append(machine)
-            handles.append(
-                Machine(
+            self.machines.append(
+                LocalMachine(
                     name,
-                    private_ipv4=address,
-                    public_ipv4=address,
-                    ssh=SSHClient(
-                        address, ssh_port, user, context.ssh_key, host_keys=[host_key], name=name
+                    ManagedProcess(
+                        "etcd",
+                        [str(etcd.path)],
+                        log_path=directory / "etcd.log",
+                        env={**base_env, **env},
+                        cwd=directory,
+                        die_with_parent=die_with_parent,
                     ),
-                    etcd_endpoints=_client_urls(env),
-                    control=machine,
+                    ManagedProcess(
+                        "sshd",
+                        sshd_command(sshd, config_path, directory / "sshd.log"),
+                        log_path=directory / "sshd.out",
+                        die_with_parent=die_with_parent,
+                    ),
                 )
+            )
+            self._descriptions.append(
+                {
+                    "name": name,
+                    "address": address,
+                    "ssh": {
+                        "port": ssh_port,
+                        "user": user,
+                        "host_key": str(host_key_path),
+                        "key": str(context.ssh_public_key_path.with_suffix("")),
+                    },
+                    "etcd_endpoints": _client_urls(env),
+                }
             )
         # Every process is started only once all are configured, so that they come up
         # together: members find each other through discovery within milliseconds.
         for machine in self.machines:
             machine.start()
+        return self.handles(context.ssh_key)
+
+    def handles(self, key: paramiko.PKey) -> list[Machine]:
+        """The Machine handles over this provider's machines, logging in with ``key``."""
+        handles = []
+        for description, machine in zip(self._descriptions, self.machines, strict=True):
+            ssh = description["ssh"]
+            host_key = paramiko.Ed25519Key.from_private_key_file(ssh["host_key"])
+            handles.append(
+                Machine(
+                    description["name"],
+                    private_ipv4=description["address"],
+                    public_ipv4=description["address"],
+                    ssh=SSHClient(
+                        description["address"],
+                        ssh["port"],
+                        ssh["user"],
+                        key,
+                        host_keys=[host_key],
+                        name=description["name"],
+                    ),
+                    etcd_endpoints=description["etcd_endpoints"],
+                    control=machine,
+                )
+            )
         return handles
 
     @property
@@ -269,6 +300,17 @@ class LocalProvider:
             for process in machine.processes
             if process.pid is not None and process.running
         ]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "processes": [
+                process.to_record() for machine in self.machines for process in machine.processes
+            ],
+            "machines": [
+                {**description, "processes": [p.to_record() for p in machine.processes]}
+                for description, machine in zip(self._descriptions, self.machines, strict=True)
+            ],
+        }
 
     def _notices(self) -> list[str]:
         skipped = not_applied_here(self.context.user_data)
@@ -281,9 +323,45 @@ class LocalProvider:
 
     def close(self) -> None:
         kill_all([process for machine in self.machines for process in machine.processes])
+        self._release_block()
+
+    def detach(self) -> None:
+        """Leave the machines running (a kept cluster) and let go of them."""
+        for machine in self.machines:
+            for process in machine.processes:
+                process.detach()
+        self._release_block()
+
+    def _release_block(self) -> None:
         if self.block is not None:
             self.block.close()
             self.block = None
+
+
+class AttachedLocalProvider(LocalProvider):
+    """Local machines that another session started, adopted from its state record."""
+
+    def __init__(self, context: BootContext, record: Mapping[str, Any]) -> None:
+        super().__init__(context)
+        for described in record["machines"]:
+            etcd, sshd = described["processes"]
+            self.machines.append(
+                LocalMachine(
+                    described["name"],
+                    ManagedProcess.from_record(etcd, die_with_parent=False),
+                    ManagedProcess.from_record(sshd, die_with_parent=False),
+                )
+            )
+            self._descriptions.append(
+                {key: value for key, value in described.items() if key != "processes"}
+            )
+
+    def boot(self) -> list[Machine]:
+        key_path = self._descriptions[0]["ssh"]["key"]
+        return self.handles(paramiko.Ed25519Key.from_private_key_file(key_path))
+
+    def close(self) -> None:
+        kill_all([process for machine in self.machines for process in machine.processes])
 
 
 def _client_urls(env: Mapping[str, str]) -> list[str]:
@@ -292,3 +370,7 @@ def _client_urls(env: Mapping[str, str]) -> list[str]:
 
 def create(context: BootContext) -> LocalProvider:
     return LocalProvider(context)
+
+
+def attach(context: BootContext, record: Mapping[str, Any]) -> LocalProvider:
+    return AttachedLocalProvider(context, record)
