@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from types import FrameType
 
 import pytest
@@ -167,6 +167,41 @@ def _how_to_reach(cluster: Cluster) -> list[str]:
         f"rm -rf {cluster.workdir.parent})"
     )
     return lines
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test that used a cluster gets a report section per machine: the tail of
+    its etcd log and where the cluster's files are."""
+    report = yield
+    if report.failed and report.when in ("setup", "call"):
+        for cluster in _clusters_of(item):
+            for machine in cluster.machines:
+                report.sections.append(
+                    (
+                        f"coreos {cluster.name} {machine.name} etcd log",
+                        f"workdir: {cluster.workdir}\n{machine.logs(DIAGNOSTIC_LINES)}",
+                    )
+                )
+    return report
+
+
+DIAGNOSTIC_LINES = 20
+
+
+def _clusters_of(item: pytest.Item) -> list[Cluster]:
+    clusters: list[Cluster] = []
+    for value in getattr(item, "funcargs", {}).values():
+        if isinstance(value, Cluster):
+            candidates = [value]
+        elif isinstance(value, ClusterFactory):
+            candidates = value.clusters
+        else:
+            continue
+        clusters += [c for c in candidates if c.machines and c not in clusters]
+    return clusters
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

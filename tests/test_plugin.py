@@ -413,3 +413,22 @@ def test_a_bad_discovery_url_fails_the_boot_clearly(
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines([f"*DiscoveryError: discovery service {url}*{message}*"])
     assert_nothing_left(inner.path)
+
+
+def test_a_failing_test_reports_each_machines_etcd_log(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        def test_fails(coreos_cluster):
+            assert coreos_cluster.etcd.get("/missing-on-purpose") == "x"
+        """
+    )
+    result = inner.runpytest_subprocess("--coreos-instances=2")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*- coreos cluster-1 core-01 etcd log -*",
+            "workdir: *cluster-1",
+            '{"level":*',
+            "*- coreos cluster-1 core-02 etcd log -*",
+        ]
+    )
