@@ -38,3 +38,20 @@ def assert_nothing_left():
         assert not left, f"processes left running under {path}:\n" + "\n".join(left)
 
     return check
+
+
+INNER_INI = """
+[pytest]
+filterwarnings = error
+"""
+
+
+@pytest.fixture
+def inner(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """A pytester whose inner sessions keep their temp files (cluster folders included)
+    under its own folder, with warnings as errors as in this project."""
+    tmp = pytester.path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    pytester.makefile(".ini", pytest=INNER_INI)
+    return pytester

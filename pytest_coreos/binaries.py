@@ -78,7 +78,9 @@ def find_etcd(explicit: str | os.PathLike[str] | None = None) -> EtcdBinary:
         path = Path(explicit)
         if not (path.is_file() and os.access(path, os.X_OK)):
             raise BinaryNotFoundError(
-                "etcd", [str(path)], f"--coreos-etcd-binary {path} is not an executable file"
+                "etcd",
+                [str(path)],
+                f"--coreos-etcd-binary {path} is not an executable file; {ETCD_INSTALL_HINT}",
             )
         return EtcdBinary(path, _etcd_version(path))
     on_path = shutil.which("etcd")
@@ -102,7 +104,11 @@ def find_sshd(explicit: str | os.PathLike[str] | None = None) -> Path:
         path = Path(explicit)
         if path.is_file() and os.access(path, os.X_OK):
             return path
-        raise BinaryNotFoundError("sshd", [str(path)], SSHD_INSTALL_HINT)
+        raise BinaryNotFoundError(
+            "sshd",
+            [str(path)],
+            f"--coreos-sshd-binary {path} is not an executable file; {SSHD_INSTALL_HINT}",
+        )
     search_path = os.pathsep.join([os.environ.get("PATH", ""), *SBIN_DIRS])
     found = shutil.which("sshd", path=search_path)
     if found is None:

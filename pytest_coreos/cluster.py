@@ -200,7 +200,8 @@ class Cluster:
             self.notices.extend(n for n in self._provider.notices if n not in self.notices)
             self.wait_until_healthy(self.spec.boot_timeout)
         except BaseException:
-            self.boot_failed = True
+            # The workdir is worth keeping only if machines ran: it holds their logs.
+            self.boot_failed = self._provider is not None
             self.close()
             raise
         return self

@@ -11,7 +11,7 @@ import pytest
 
 from pytest_coreos import render
 from pytest_coreos.cluster import Cluster, ClusterFactory
-from pytest_coreos.errors import ConfigError
+from pytest_coreos.errors import ConfigError, CoreOSError
 from pytest_coreos.options import OPTIONS, ClusterSpec, resolve_spec
 from pytest_coreos.providers import reaper
 from pytest_coreos.state import reap
@@ -176,6 +176,12 @@ def pytest_runtest_makereport(
     """A failed test that used a cluster gets a report section per machine: the tail of
     its etcd log and where the cluster's files are."""
     report = yield
+    error = call.excinfo.value if call.excinfo is not None else None
+    if report.when == "setup" and isinstance(error, CoreOSError):
+        # The plugin's own errors say what is wrong and what to do: the traceback through
+        # the plugin's internals would only bury that.
+        notes = "".join(f"\n{note}" for note in getattr(error, "__notes__", []))
+        report.longrepr = f"{type(error).__name__}: {error}{notes}"
     if report.failed and report.when in ("setup", "call"):
         for cluster in _clusters_of(item):
             for machine in cluster.machines:

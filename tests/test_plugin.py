@@ -30,16 +30,6 @@ filterwarnings = error
 """
 
 
-@pytest.fixture
-def inner(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    """A pytester whose inner sessions keep their temp files under its own folder."""
-    tmp = pytester.path / "tmp"
-    tmp.mkdir()
-    monkeypatch.setenv("TMPDIR", str(tmp))
-    pytester.makefile(".ini", pytest=INNER_INI)
-    return pytester
-
-
 def test_help_lists_every_option_with_its_ini_twin(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--help")
     assert result.ret == 0
@@ -85,31 +75,6 @@ def test_ini_values_are_used_and_the_command_line_wins(pytester: pytest.Pytester
     assert spec.user_data == pytester.path / "user-data"
     spec = _spec(pytester, "--coreos-instances=1", "--coreos-channel=alpha")
     assert (spec.instances, spec.channel, spec.boot_timeout) == (1, "alpha", 12.5)
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--coreos-instances=0"], "--coreos-instances: 0 machines is out of range"),
-        (["--coreos-instances=-1"], "--coreos-instances: -1 machines is out of range"),
-        (["--coreos-instances=abc"], "--coreos-instances: 'abc' is not a whole number"),
-        (["--coreos-instances=100000"], "--coreos-instances: 100000 machines is out of range"),
-        (["--coreos-provider=docker"], "--coreos-provider: unknown value 'docker'"),
-        (["--coreos-channel=nightly"], "--coreos-channel: unknown value 'nightly'"),
-        (["--coreos-discovery=ftp://x"], "--coreos-discovery: 'ftp://x' is neither"),
-        (["--coreos-boot-timeout=0.1"], "--coreos-boot-timeout: 0.1 seconds is too short"),
-        (["--coreos-boot-timeout=soon"], "--coreos-boot-timeout: 'soon' is not a number"),
-        (["--coreos-user-data=missing.yml"], "missing.yml"),
-    ],
-)
-def test_bad_values_stop_the_run_with_a_usage_error(
-    pytester: pytest.Pytester, args: list[str], message: str
-) -> None:
-    pytester.makepyfile("def test_never(): pass")
-    result = pytester.runpytest_subprocess(*args)
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([f"ERROR: *{message}*"])
-    assert "Traceback" not in result.stderr.str()
 
 
 def test_bad_ini_value_names_the_ini_key(pytester: pytest.Pytester) -> None:

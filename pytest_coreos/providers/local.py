@@ -181,13 +181,13 @@ class LocalProvider:
         self.block: AddressBlock | None = None
         self.machines: list[LocalMachine] = []
         self._descriptions: list[dict[str, Any]] = []
+        self.binaries: tuple[Path, Path] = (Path(), Path())  # sshd, etcd
 
     def boot(self) -> list[Machine]:
         context = self.context
         spec = context.spec
-        sshd = find_sshd(spec.sshd_binary)
+        sshd, etcd = self.binaries
         sshd_version = openssh_version(sshd)
-        etcd = context.etcd
         user = pwd.getpwuid(os.getuid()).pw_name
         ssh_port = ssh_port_for_current_user()
         if ssh_port == 22 and not can_bind("127.254.254.254", 22):
@@ -234,7 +234,7 @@ class LocalProvider:
                     name,
                     ManagedProcess(
                         "etcd",
-                        [str(etcd.path)],
+                        [str(etcd)],
                         log_path=directory / "etcd.log",
                         env={**base_env, **env},
                         cwd=directory,
@@ -338,6 +338,15 @@ class LocalProvider:
             self.block = None
 
 
+class NewLocalProvider(LocalProvider):
+    """A local provider about to boot: its programs are found before anything starts, so
+    a missing one is reported as such, with nothing to clean up."""
+
+    def __init__(self, context: BootContext) -> None:
+        super().__init__(context)
+        self.binaries = (find_sshd(context.spec.sshd_binary), context.etcd.path)
+
+
 class AttachedLocalProvider(LocalProvider):
     """Local machines that another session started, adopted from its state record."""
 
@@ -369,7 +378,7 @@ def _client_urls(env: Mapping[str, str]) -> list[str]:
 
 
 def create(context: BootContext) -> LocalProvider:
-    return LocalProvider(context)
+    return NewLocalProvider(context)
 
 
 def attach(context: BootContext, record: Mapping[str, Any]) -> LocalProvider:

@@ -1,0 +1,159 @@
+"""Bad input, one table: each case stops the run with one readable message that names the
+option or file and what to do, with pytest's usage-error exit code where it is one, and
+leaves nothing running."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from pytest_coreos.binaries import find_etcd
+from pytest_coreos.discovery import DiscoveryService
+
+USAGE = pytest.ExitCode.USAGE_ERROR
+TEST_ERROR = pytest.ExitCode.TESTS_FAILED  # found only when a test asks for a cluster
+
+
+@dataclass(frozen=True)
+class Case:
+    args: tuple[str, ...]
+    exit_code: int
+    message: str
+    files: dict[str, str] = field(default_factory=dict)
+
+
+CASES = {
+    "instances 0": Case(
+        ("--coreos-instances=0",),
+        USAGE,
+        "--coreos-instances: 0 machines is out of range (use 1 to 25*",
+    ),
+    "instances -1": Case(
+        ("--coreos-instances=-1",), USAGE, "--coreos-instances: -1 machines is out of range*"
+    ),
+    "instances abc": Case(
+        ("--coreos-instances=abc",),
+        USAGE,
+        "--coreos-instances: 'abc' is not a whole number (use 1 to 25)",
+    ),
+    "instances absurd": Case(
+        ("--coreos-instances=100000",),
+        USAGE,
+        "--coreos-instances: 100000 machines is out of range*",
+    ),
+    "unknown provider": Case(
+        ("--coreos-provider=docker",),
+        USAGE,
+        "--coreos-provider: unknown value 'docker' (allowed: local, vagrant)",
+    ),
+    "unknown channel": Case(
+        ("--coreos-channel=nightly",),
+        USAGE,
+        "--coreos-channel: unknown value 'nightly' (allowed: stable, beta, alpha)",
+    ),
+    "discovery not a URL": Case(
+        ("--coreos-discovery=ftp://x",),
+        USAGE,
+        "--coreos-discovery: 'ftp://x' is neither a mode nor*",
+    ),
+    "boot timeout too small": Case(
+        ("--coreos-boot-timeout=0.1",),
+        USAGE,
+        "--coreos-boot-timeout: 0.1 seconds is too short*at least 1*",
+    ),
+    "boot timeout not a number": Case(
+        ("--coreos-boot-timeout=soon",),
+        USAGE,
+        "--coreos-boot-timeout: 'soon' is not a number of seconds",
+    ),
+    "user-data missing": Case(
+        ("--coreos-user-data=missing.yml",), USAGE, "--coreos-user-data *missing.yml: *"
+    ),
+    "user-data not YAML": Case(
+        ("--coreos-user-data=ud.yml",),
+        USAGE,
+        "--coreos-user-data *ud.yml: not valid YAML at line 3*",
+        {"ud.yml": "#cloud-config\ncoreos: [a\n"},
+    ),
+    "user-data not cloud-config": Case(
+        ("--coreos-user-data=ud.yml",),
+        USAGE,
+        "--coreos-user-data *ud.yml: the first line is 'coreos:', not '#cloud-config'*",
+        {"ud.yml": "coreos:\n  etcd2: {}\n"},
+    ),
+    "user-data without coreos": Case(
+        ("--coreos-user-data=ud.yml",),
+        USAGE,
+        "--coreos-user-data *ud.yml: has no coreos section*",
+        {"ud.yml": "#cloud-config\nhostname: x\n"},
+    ),
+    "user-data without etcd": Case(
+        ("--coreos-user-data=ud.yml",),
+        USAGE,
+        "--coreos-user-data *ud.yml: has neither coreos.etcd nor coreos.etcd2*",
+        {"ud.yml": "#cloud-config\ncoreos:\n  update: {}\n"},
+    ),
+    "user-data unknown etcd key": Case(
+        ("--coreos-user-data=ud.yml",),
+        USAGE,
+        "--coreos-user-data *ud.yml: unknown key in coreos.etcd2: discvery*did you mean*",
+        {"ud.yml": "#cloud-config\ncoreos:\n  etcd2:\n    discvery: x\n"},
+    ),
+    "etcd missing": Case(
+        ("--coreos-etcd-binary=/nonexistent/etcd",),
+        TEST_ERROR,
+        "BinaryNotFoundError: etcd not found*apt-get install etcd-server*",
+    ),
+    "sshd missing": Case(
+        ("--coreos-sshd-binary=/nonexistent/sshd",),
+        TEST_ERROR,
+        "BinaryNotFoundError: sshd not found*apt-get install openssh-server*",
+    ),
+    "discovery unreachable": Case(
+        ("--coreos-discovery=http://127.0.0.1:9",),
+        TEST_ERROR,
+        "DiscoveryError: discovery service http://127.0.0.1:9: cannot be reached*",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_bad_input(inner: pytest.Pytester, case: Case, assert_nothing_left) -> None:
+    for name, text in case.files.items():
+        (inner.path / name).write_text(text)
+    inner.makepyfile("def test_uses(coreos_cluster):\n    pass\n")
+    result = inner.runpytest_subprocess(*case.args)
+    assert result.ret == case.exit_code
+    if case.exit_code == USAGE:
+        result.stderr.fnmatch_lines(["ERROR: " + case.message])
+    else:
+        result.stdout.fnmatch_lines([case.message])
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()
+    assert_nothing_left(inner.path)
+    assert not list((inner.path / "tmp").glob("pytest-coreos-*"))
+
+
+def test_a_discovery_token_answering_404_or_already_full(
+    inner: pytest.Pytester, tmp_path, assert_nothing_left
+) -> None:
+    pytester = inner
+    pytester.makepyfile("def test_uses(coreos_cluster):\n    pass\n")
+    with DiscoveryService(find_etcd(), tmp_path / "discovery") as service:
+        full = service.new_cluster(1)
+        first = pytester.runpytest_subprocess("--coreos-instances=1", f"--coreos-discovery={full}")
+        first.assert_outcomes(passed=1)  # the token is used up by this cluster
+        again = pytester.runpytest_subprocess("--coreos-instances=1", f"--coreos-discovery={full}")
+        again.stdout.fnmatch_lines(
+            [f"DiscoveryError: discovery service {full}: token already has 1 of 1 members*"]
+        )
+        wrong_size = pytester.runpytest_subprocess(
+            "--coreos-instances=3", f"--coreos-discovery={service.new_cluster(1)}"
+        )
+        wrong_size.stdout.fnmatch_lines(
+            ["DiscoveryError: *token is for 1 members, not 3: use --coreos-instances=1"]
+        )
+        missing = f"{service.url}/{'0' * 32}"
+        gone = pytester.runpytest_subprocess(f"--coreos-discovery={missing}")
+        gone.stdout.fnmatch_lines([f"DiscoveryError: discovery service {missing}: *"])
+    assert_nothing_left(pytester.path)
