@@ -53,5 +53,7 @@ def inner(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.
     tmp = pytester.path / "tmp"
     tmp.mkdir()
     monkeypatch.setenv("TMPDIR", str(tmp))
+    # A registry of its own: other runs' dead sessions are not this test's to reap.
+    monkeypatch.setenv("PYTEST_COREOS_STATE_DIR", str(pytester.path / "state"))
     pytester.makefile(".ini", pytest=INNER_INI)
     return pytester

@@ -120,6 +120,7 @@ class Cluster:
         self.notices: list[str] = []
         self._etcd: EtcdClient | None = None
         self._closed = False
+        self._destroyed = False
         self._recorded: dict[str, Any] = {}
         self.boot_failed = False
         self.attached = False  # True when adopted from a record, not booted here
@@ -196,6 +197,7 @@ class Cluster:
             self._write_config()
             self._provider = get_provider(self.spec.provider)(self._context())
             self.machines = self._provider.boot()
+            self._remember({})  # now with every process the machines run
             self._watch_machines()
             self.notices.extend(n for n in self._provider.notices if n not in self.notices)
             self.wait_until_healthy(self.spec.boot_timeout)
@@ -261,20 +263,26 @@ class Cluster:
             render.render_config_rb(self.spec.instances, self.spec.channel)
         )
 
-    def close(self) -> None:
-        """Destroy every machine, unless the cluster is kept (``--coreos-keep``). The
-        workdir stays when the boot failed (to read its logs); the factory removes it
-        otherwise."""
+    @property
+    def kept(self) -> bool:
+        """True once closed if it was left running on purpose."""
+        return self.spec.keep and not self.boot_failed and not self._destroyed
+
+    def close(self, *, destroy: bool = False) -> None:
+        """Destroy every machine, unless the cluster is kept (``--coreos-keep``) and not
+        ``destroy``. The workdir stays when the boot failed (to read its logs); the factory
+        removes it otherwise."""
         if self._closed:
             return
         self._closed = True
+        self._destroyed = destroy
         if self._etcd is not None:
             self._etcd.close()
         for machine in self.machines:
             machine.ssh.close()
             machine.etcd.close()
         if self._provider is not None:
-            if self.spec.keep and not self.boot_failed:
+            if self.kept:
                 self._provider.detach()
             else:
                 self._provider.close()
@@ -397,9 +405,12 @@ class ClusterFactory:
     state record, its SSH key pair, the private discovery service.
     """
 
-    def __init__(self, spec: ClusterSpec, *, root: Path | None = None) -> None:
+    def __init__(
+        self, spec: ClusterSpec, *, root: Path | None = None, owner_pid: int | None = None
+    ) -> None:
         self.spec = spec
         self.session_id = secrets.token_hex(4)
+        self._shared: tuple[str, Cluster] | None = None
         self._given_root = root
         self.progress: Callable[[str], None] | None = None
         self.user_data_hook: Callable[[ClusterSpec, dict[str, Any]], None] | None = None
@@ -413,7 +424,7 @@ class ClusterFactory:
         self._atexit_registered = False
         self._record: dict[str, Any] = {
             "session_id": self.session_id,
-            **state.owner_record(),
+            **state.owner_record(owner_pid),
             "root": "",
             "clusters": {},
             "discovery": [],
@@ -495,7 +506,7 @@ class ClusterFactory:
     def record_cluster(self, cluster: Cluster) -> None:
         """Bring ``cluster``'s entry of the session record up to date."""
         with self._lock:
-            gone = cluster.closed and (cluster.boot_failed or not cluster.spec.keep)
+            gone = cluster.closed and not cluster.kept
             if cluster.attached:  # its record belongs to the session that booted it
                 state.update_cluster(
                     cluster.owner_session, cluster.name, None if gone else cluster.describe()
@@ -532,6 +543,45 @@ class ClusterFactory:
             self._default = reused or self()
         return self._default
 
+    def shared(self, key: str) -> Cluster:
+        """The cluster shared by every session that names ``key`` (the workers of one
+        xdist run): the first to come boots it, the others attach, and whoever is last to
+        finish tears it down (see :meth:`close`)."""
+        if self._shared is not None:
+            return self._shared[1]
+        spec = self.spec.replace(keep=True)  # outlives the worker that booted it
+        with state.share_lock(key):
+            share = state.read_share(key)
+            record = state.find_cluster(share["session"], share["cluster"]) if share else None
+            if share is not None and record is not None:
+                cluster = Cluster(spec, workdir=Path(record["workdir"]), session=self)
+                cluster.attach(share["session"], record, timeout=spec.boot_timeout)
+                with self._lock:
+                    self.clusters.append(cluster)
+                share["users"] += 1
+            else:
+                cluster = self.create(spec).start()
+                share = {"session": self.session_id, "cluster": cluster.name, "users": 1}
+            state.write_share(key, share)
+        self._shared = (key, cluster)
+        return cluster
+
+    def _leave_shared(self) -> None:
+        if self._shared is None:
+            return
+        key, cluster = self._shared
+        with state.share_lock(key):
+            share = state.read_share(key)
+            last = share is None or share["users"] <= 1
+            if last:
+                cluster.close(destroy=not self.spec.keep)
+                state.write_share(key, None)
+            else:
+                assert share is not None
+                share["users"] -= 1
+                state.write_share(key, share)
+                cluster.close()
+
     def reuse(self, spec: ClusterSpec) -> Cluster | None:
         """Attach to a healthy kept cluster of ``spec`` left by an earlier session."""
         for owner, cluster_record in state.kept_clusters(spec.to_record()):
@@ -549,7 +599,7 @@ class ClusterFactory:
 
     @property
     def kept(self) -> bool:
-        return any(cluster.spec.keep for cluster in self.clusters)
+        return any(cluster.kept for cluster in self.clusters)
 
     @property
     def failed_boots(self) -> list[Cluster]:
@@ -560,6 +610,10 @@ class ClusterFactory:
         and record unless a cluster is kept or failed to boot (its logs are the
         diagnosis; the next session reaps it)."""
         errors: list[BaseException] = []
+        try:
+            self._leave_shared()
+        except Exception as error:
+            errors.append(error)
         for cluster in reversed(self.clusters):
             try:
                 cluster.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Generator, Iterator
@@ -119,7 +120,9 @@ def coreos_cluster_factory(request: pytest.FixtureRequest) -> Iterator[ClusterFa
     summary = config.stash[SUMMARY_KEY]
     # What runs of a dead pytest left (but clusters kept on purpose) goes first.
     summary.extend(f"reaped {line}" for line in reap(include_kept=False, provider_reaper=reaper))
-    factory = ClusterFactory(_spec(config))
+    worker = getattr(config, "workerinput", None)
+    # An xdist worker's session belongs to the controller, which outlives every worker.
+    factory = ClusterFactory(_spec(config), owner_pid=os.getppid() if worker else None)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         factory.progress = lambda line: reporter.write_line(f"coreos: {line}")
@@ -137,8 +140,15 @@ def coreos_cluster_factory(request: pytest.FixtureRequest) -> Iterator[ClusterFa
 
 
 @pytest.fixture(scope="session")
-def coreos_cluster(coreos_cluster_factory: ClusterFactory) -> Cluster:
-    """The session's ready cluster, of the shape the ``--coreos-*`` options give."""
+def coreos_cluster(
+    request: pytest.FixtureRequest, coreos_cluster_factory: ClusterFactory
+) -> Cluster:
+    """The session's ready cluster, of the shape the ``--coreos-*`` options give. Under
+    pytest-xdist every worker gets the same cluster: the first boots it, the others
+    attach, the last to finish tears it down."""
+    worker = getattr(request.config, "workerinput", None)
+    if worker is not None and not coreos_cluster_factory.spec.reuse:
+        return coreos_cluster_factory.shared(worker["testrunuid"])
     return coreos_cluster_factory.default()
 
 

@@ -127,20 +127,24 @@ class ManagedProcess:
         argv = self.argv
         if self.die_with_parent and _SETPRIV is not None:
             argv = [_SETPRIV, "--pdeathsig", "KILL", "--", *argv]
-        with self.log_path.open("ab") as log:
-            try:
-                self.popen = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=self.env,
-                    cwd=self.cwd,
-                    start_new_session=True,
-                    close_fds=True,
-                )
-            except OSError as error:
-                raise ProcessError(self.name, f"could not start {argv[0]}: {error}") from error
+        # A bare descriptor, not a file object: an interrupt (Ctrl-C during boot) landing
+        # between opening and handing it over must not leave a half-owned file behind.
+        log = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            self.popen = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as error:
+            raise ProcessError(self.name, f"could not start {argv[0]}: {error}") from error
+        finally:
+            os.close(log)
         self._pid = self.popen.pid
         self.start_time = process_start_time(self.popen.pid)
 

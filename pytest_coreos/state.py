@@ -27,11 +27,17 @@ from pytest_coreos.process import descendants_of, is_same_process, process_start
 ProviderReaper = Callable[[Mapping[str, Any]], list[str]]
 
 
+STATE_DIRECTORY_VARIABLE = "PYTEST_COREOS_STATE_DIR"
+
+
 def registry_directory() -> Path:
     """The per-user folder of session records, at a fixed place so that runs with
-    different ``TMPDIR`` settings still find each other's leftovers."""
-    path = Path("/tmp") / f"pytest-coreos-registry-{os.getuid()}"
-    path.mkdir(mode=0o700, exist_ok=True)
+    different ``TMPDIR`` settings still find each other's leftovers. Setting
+    ``PYTEST_COREOS_STATE_DIR`` gives a run (a CI job, a test of this plugin) a registry
+    of its own: it then reaps, reuses and shares only within it."""
+    given = os.environ.get(STATE_DIRECTORY_VARIABLE)
+    path = Path(given) if given else Path("/tmp") / f"pytest-coreos-registry-{os.getuid()}"
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
 
 
@@ -74,9 +80,11 @@ def remove_record(session_id: str) -> None:
         record_path(session_id).unlink()
 
 
-def owner_record() -> dict[str, Any]:
-    """The fields that name the process owning a session: this one."""
-    return {"owner_pid": os.getpid(), "owner_start_time": process_start_time(os.getpid())}
+def owner_record(pid: int | None = None) -> dict[str, Any]:
+    """The fields that name the process owning a session: ``pid``, by default this one
+    (an xdist worker names its controller, which outlives every worker)."""
+    pid = os.getpid() if pid is None else pid
+    return {"owner_pid": pid, "owner_start_time": process_start_time(pid)}
 
 
 def owner_alive(record: Mapping[str, Any]) -> bool:
@@ -197,3 +205,51 @@ def update_cluster(session_id: str, name: str, cluster: Mapping[str, Any] | None
             root = Path(record["root"])
             shutil.rmtree(root, ignore_errors=True)
             remove_record(session_id)
+
+
+# -- clusters shared by the workers of one xdist run ------------------------------------
+
+
+def _share_path(key: str) -> Path:
+    return registry_directory() / f"share-{key}.state"
+
+
+@contextlib.contextmanager
+def share_lock(key: str) -> Iterator[None]:
+    """Held while a worker boots or attaches to the shared cluster ``key``, so exactly
+    one boots it and the others wait, then attach."""
+    fd = os.open(registry_directory() / f"share-{key}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def read_share(key: str) -> dict[str, Any] | None:
+    try:
+        share: dict[str, Any] = json.loads(_share_path(key).read_text())
+    except (OSError, ValueError):
+        return None
+    return share
+
+
+def write_share(key: str, share: Mapping[str, Any] | None) -> None:
+    """Write (or, with None, remove) the shared cluster's users count and whereabouts."""
+    path = _share_path(key)
+    if share is None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            (path.parent / f"share-{key}.lock").unlink()
+        return
+    path.write_text(json.dumps(share))
+
+
+def find_cluster(session_id: str, name: str) -> dict[str, Any] | None:
+    try:
+        record = json.loads(record_path(session_id).read_text())
+    except (OSError, ValueError):
+        return None
+    cluster: dict[str, Any] | None = record.get("clusters", {}).get(name)
+    return cluster

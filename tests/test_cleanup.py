@@ -36,7 +36,7 @@ def _alive(pid: int) -> bool:
 
 
 def _start_pytest(folder: Path, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "TMPDIR": str(folder / "tmp"), "RECORD": str(folder / "record.json")}
+    env = {**os.environ, "RECORD": str(folder / "record.json")}  # TMPDIR, state: `inner`
     env.pop("PYTEST_ADDOPTS", None)
     return subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args],
@@ -45,6 +45,9 @@ def _start_pytest(folder: Path, *args: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # A shell's background job ignores SIGINT, and children inherit that: Ctrl-C
+        # must reach the inner pytest whatever started this one.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
@@ -58,11 +61,9 @@ def _wait_for(path: Path, process: subprocess.Popen[str], timeout: float = 60) -
 
 
 @pytest.fixture
-def folder(pytester: pytest.Pytester) -> Path:
-    (pytester.path / "tmp").mkdir()
-    pytester.makefile(".ini", pytest="[pytest]\nfilterwarnings = error\n")
-    pytester.makepyfile(test_hold=SLOW_TEST)
-    return pytester.path
+def folder(inner: pytest.Pytester) -> Path:
+    inner.makepyfile(test_hold=SLOW_TEST)
+    return inner.path
 
 
 def _records_under(path: Path) -> list[dict]:

@@ -1,0 +1,41 @@
+"""pytest-xdist: the workers of one run share a single cluster."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+WORKER_TESTS = """
+import json, os, pytest
+
+@pytest.mark.parametrize("n", range(8))
+def test_share(coreos_cluster, n):
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "none")
+    coreos_cluster.etcd.set(f"/seen/{worker}/{n}", "1")
+    out = os.path.join(os.environ["RECORD_DIR"], f"{worker}-{n}.json")
+    with open(out, "w") as handle:
+        json.dump({"pids": sorted(coreos_cluster.pids),
+                   "root": str(coreos_cluster.workdir.parent),
+                   "seen": coreos_cluster.etcd.ls("/seen")}, handle)
+"""
+
+
+def test_workers_share_one_cluster_and_the_last_tears_it_down(
+    inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, assert_nothing_left
+) -> None:
+    records = inner.path / "records"
+    records.mkdir()
+    monkeypatch.setenv("RECORD_DIR", str(records))
+    inner.makepyfile(WORKER_TESTS)
+    result = inner.runpytest_subprocess("-n", "2", "--coreos-instances=3")
+    result.assert_outcomes(passed=8)
+    seen = [json.loads(path.read_text()) for path in sorted(records.glob("*.json"))]
+    workers = {path.name.split("-")[0] for path in records.glob("*.json")}
+    assert workers == {"gw0", "gw1"}, "both workers ran tests"
+    assert len({tuple(record["pids"]) for record in seen}) == 1, "one cluster for all"
+    assert len(seen[0]["pids"]) == 6
+    assert {record["root"] for record in seen} == {seen[0]["root"]}
+    assert not Path(seen[0]["root"]).exists()
+    assert_nothing_left(inner.path)
