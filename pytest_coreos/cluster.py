@@ -8,6 +8,7 @@ import secrets
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -48,6 +49,10 @@ class Machine:
         self.etcd = EtcdClient(etcd_endpoints, name=name)
         self._control = control
         self.on_change: Callable[[], None] = lambda: None  # its processes changed
+        # Seconds from the start of the last wait until its etcd served with every member
+        # and until it first took an SSH login (None until then).
+        self.etcd_ready_after: float | None = None
+        self.ssh_ready_after: float | None = None
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -123,6 +128,9 @@ class Cluster:
         self._destroyed = False
         self._recorded: dict[str, Any] = {}
         self.boot_failed = False
+        # Seconds each boot phase took (discovery, config, spawn, ready, total), and per
+        # machine when its etcd was serving with every member and when SSH first let in.
+        self.timings: dict[str, float] = {}
         self.attached = False  # True when adopted from a record, not booted here
         self.owner_session = session.session_id  # whose state record holds this cluster
 
@@ -191,16 +199,22 @@ class Cluster:
         if self._provider is not None:
             return self
         self.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        clock = _Stopwatch(self.timings)
         try:
             self._remember({})  # on record before anything runs: a crash is reaped
             self.discovery_url = self._session.discovery_url(self.spec)
+            clock.lap("discovery")
             self._write_config()
             self._provider = get_provider(self.spec.provider)(self._context())
+            clock.lap("config")
             self.machines = self._provider.boot()
             self._remember({})  # now with every process the machines run
             self._watch_machines()
+            clock.lap("spawn")
             self.notices.extend(n for n in self._provider.notices if n not in self.notices)
             self.wait_until_healthy(self.spec.boot_timeout)
+            clock.lap("ready")
+            self.timings["total"] = clock.total
         except BaseException:
             # The workdir is worth keeping only if machines ran: it holds their logs.
             self.boot_failed = self._provider is not None
@@ -304,13 +318,14 @@ class Cluster:
         is healthy, and every running machine accepts an SSH login."""
         timeout = self.spec.boot_timeout if timeout is None else timeout
         running = [machine for machine in self.machines if machine.running]
-        logins = _LoginWatcher(running)
+        started = time.perf_counter()
+        logins = _LoginWatcher(running, started)
         # Probes of their own with a short timeout: etcd 3.4 holds /health open while a
         # member has no leader, and one slow member must not stall the others' checks.
         probes = {m.name: EtcdClient(m.etcd_endpoints, timeout=0.5, name=m.name) for m in running}
         try:
             poll(
-                lambda: self._check_ready(running, probes, logins),
+                lambda: self._check_ready(running, probes, logins, started),
                 what=f"{len(running)} machine(s) of the cluster to be ready",
                 timeout=timeout,
                 hint=f"logs are in {self.workdir}; raise --coreos-boot-timeout if the "
@@ -329,6 +344,7 @@ class Cluster:
         running: Sequence[Machine],
         probes: Mapping[str, EtcdClient],
         logins: _LoginWatcher,
+        started: float,
     ) -> None:
         """Ready means: every running member lists all members with client URLs, is
         healthy, and names as leader a member that is running; every machine takes an SSH
@@ -359,6 +375,8 @@ class Cluster:
             elif not probe.health():
                 ready = False
                 state += " (not healthy yet)"
+            elif machine.etcd_ready_after is None:
+                machine.etcd_ready_after = time.perf_counter() - started
             seen.append(state)
         waiting_ssh = logins.pending()
         if waiting_ssh:
@@ -368,10 +386,28 @@ class Cluster:
             raise NotReady("etcd members per machine: " + "; ".join(seen))
 
 
+class _Stopwatch:
+    """Writes the time of each phase since the previous one into ``laps``."""
+
+    def __init__(self, laps: dict[str, float]) -> None:
+        self.laps = laps
+        self.start = self.last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = now - self.last
+        self.last = now
+
+    @property
+    def total(self) -> float:
+        return time.perf_counter() - self.start
+
+
 class _LoginWatcher:
     """Logs in to every machine over SSH in parallel, retrying until each succeeds."""
 
-    def __init__(self, machines: Sequence[Machine]) -> None:
+    def __init__(self, machines: Sequence[Machine], started: float) -> None:
+        self._started = started
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(
             max_workers=max(1, len(machines)), thread_name_prefix="coreos-ssh"
@@ -385,6 +421,7 @@ class _LoginWatcher:
         while not self._stop.is_set():
             try:
                 machine.ssh.connect()
+                machine.ssh_ready_after = time.perf_counter() - self._started
                 return
             except SSHError:
                 self._stop.wait(delay)
@@ -414,6 +451,8 @@ class ClusterFactory:
         self._given_root = root
         self.progress: Callable[[str], None] | None = None
         self.user_data_hook: Callable[[ClusterSpec, dict[str, Any]], None] | None = None
+        self.ready_hook: Callable[[Cluster], None] | None = None
+        self._shaped: dict[ClusterSpec, Cluster] = {}
         self._root: Path | None = None
         self._discovery: dict[str, DiscoveryService] = {}
         self._ssh_key: tuple[paramiko.Ed25519Key, Path] | None = None
@@ -525,7 +564,12 @@ class ClusterFactory:
         if instances is not None:
             changes["instances"] = instances
         spec = self.spec.replace(**changes) if changes else self.spec
-        return self.create(spec).start()
+        return self._ready(self.create(spec).start())
+
+    def _ready(self, cluster: Cluster) -> Cluster:
+        if self.ready_hook is not None:
+            self.ready_hook(cluster)
+        return cluster
 
     def create(self, spec: ClusterSpec) -> Cluster:
         """A cluster for ``spec``, registered for teardown but not started."""
@@ -542,6 +586,16 @@ class ClusterFactory:
             reused = self.reuse(self.spec) if self.spec.reuse else None
             self._default = reused or self()
         return self._default
+
+    def shaped(self, **changes: Any) -> Cluster:
+        """The session's cluster of the base spec with ``changes``, booted on first use and
+        shared by every later call with the same changes (``@pytest.mark.coreos``)."""
+        spec = self.spec.replace(**changes)
+        if spec == self.spec:
+            return self.default()
+        if spec not in self._shaped:
+            self._shaped[spec] = self(**changes)
+        return self._shaped[spec]
 
     def shared(self, key: str) -> Cluster:
         """The cluster shared by every session that names ``key`` (the workers of one
@@ -560,7 +614,7 @@ class ClusterFactory:
                     self.clusters.append(cluster)
                 share["users"] += 1
             else:
-                cluster = self.create(spec).start()
+                cluster = self._ready(self.create(spec).start())
                 share = {"session": self.session_id, "cluster": cluster.name, "users": 1}
             state.write_share(key, share)
         self._shared = (key, cluster)

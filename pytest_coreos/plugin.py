@@ -11,6 +11,7 @@ from types import FrameType
 import pytest
 
 from pytest_coreos import render
+from pytest_coreos.binaries import find_etcd
 from pytest_coreos.cluster import Cluster, ClusterFactory
 from pytest_coreos.errors import ConfigError, CoreOSError
 from pytest_coreos.options import OPTIONS, ClusterSpec, resolve_spec
@@ -43,6 +44,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             help=f"{option.help} ({option.flag})",
             type="bool" if option.kind == "bool" else "string",
         )
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from pytest_coreos import hooks
+
+    pluginmanager.add_hookspecs(hooks)
+
+
+MARKER = (
+    "coreos(**spec): run this test (or module, class) against a cluster of this shape, e.g. "
+    "coreos(instances=5); tests asking for the same shape share one cluster"
+)
 
 
 def _resolve(config: pytest.Config) -> ClusterSpec:
@@ -87,6 +100,7 @@ def pytest_configure(config: pytest.Config) -> None:
         signal.signal(signal.SIGTERM, _end_on_sigterm)
         config.add_cleanup(_restore_sigterm)
     config.stash[SUMMARY_KEY] = []
+    config.addinivalue_line("markers", MARKER)
     if config.getoption("help", default=False):
         return
     try:
@@ -106,9 +120,39 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     spec = config.stash.get(SPEC_KEY, None)
     if spec is None:
         return None
+    etcd = ""
+    if spec.provider == "local":
+        try:
+            etcd = f", etcd {find_etcd(spec.etcd_binary).version_text}"
+        except CoreOSError:
+            etcd = ", etcd not found"
     return (
         f"coreos: provider {spec.provider}, {spec.instances} instance(s), "
-        f"channel {spec.channel}, discovery {spec.discovery}"
+        f"channel {spec.channel}, discovery {spec.discovery}{etcd}"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``@pytest.mark.coreos(**spec)``: hand the test a cluster of that shape through
+    ``coreos_cluster``, one per distinct shape for the whole session."""
+    marker = metafunc.definition.get_closest_marker("coreos")
+    if marker is None or "coreos_cluster" not in metafunc.fixturenames:
+        return
+    if marker.args:
+        raise pytest.UsageError(
+            f"{metafunc.definition.nodeid}: @pytest.mark.coreos takes keywords only, "
+            "e.g. @pytest.mark.coreos(instances=5)"
+        )
+    try:
+        _spec(metafunc.config).replace(**marker.kwargs)
+    except (ConfigError, TypeError) as error:
+        raise pytest.UsageError(
+            f"{metafunc.definition.nodeid}: @pytest.mark.coreos{marker.kwargs}: {error}"
+        ) from None
+    shape = tuple(sorted(marker.kwargs.items()))
+    label = ",".join(f"{key}={value}" for key, value in shape)
+    metafunc.parametrize(
+        "coreos_cluster", [shape], indirect=True, scope="session", ids=[f"coreos({label})"]
     )
 
 
@@ -123,6 +167,10 @@ def coreos_cluster_factory(request: pytest.FixtureRequest) -> Iterator[ClusterFa
     worker = getattr(config, "workerinput", None)
     # An xdist worker's session belongs to the controller, which outlives every worker.
     factory = ClusterFactory(_spec(config), owner_pid=os.getppid() if worker else None)
+    factory.user_data_hook = lambda spec, data: config.hook.pytest_coreos_user_data(
+        spec=spec, data=data
+    )
+    factory.ready_hook = lambda cluster: _announce_ready(config, cluster)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         factory.progress = lambda line: reporter.write_line(f"coreos: {line}")
@@ -146,10 +194,29 @@ def coreos_cluster(
     """The session's ready cluster, of the shape the ``--coreos-*`` options give. Under
     pytest-xdist every worker gets the same cluster: the first boots it, the others
     attach, the last to finish tears it down."""
+    shape = getattr(request, "param", None)
+    if shape is not None:
+        return coreos_cluster_factory.shaped(**dict(shape))
     worker = getattr(request.config, "workerinput", None)
     if worker is not None and not coreos_cluster_factory.spec.reuse:
         return coreos_cluster_factory.shared(worker["testrunuid"])
     return coreos_cluster_factory.default()
+
+
+def _announce_ready(config: pytest.Config, cluster: Cluster) -> None:
+    """Run the ready hook and, with -v, show how long each phase and machine took."""
+    if config.get_verbosity() > 0 and cluster.timings:
+        phases = ", ".join(f"{name} {seconds:.3f}s" for name, seconds in cluster.timings.items())
+        lines = [f"{cluster.name} ready: {phases}"]
+        for machine in cluster.machines:
+            etcd, ssh = machine.etcd_ready_after, machine.ssh_ready_after
+            lines.append(
+                f"  {machine.name} {machine.private_ipv4}: etcd serving after "
+                f"{etcd if etcd is not None else float('nan'):.3f}s, ssh after "
+                f"{ssh if ssh is not None else float('nan'):.3f}s"
+            )
+        config.stash[SUMMARY_KEY].extend(lines)
+    config.hook.pytest_coreos_cluster_ready(cluster=cluster)
 
 
 def _kept_lines(factory: ClusterFactory) -> list[str]:

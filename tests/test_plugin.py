@@ -397,3 +397,90 @@ def test_a_failing_test_reports_each_machines_etcd_log(inner: pytest.Pytester) -
             "*- coreos cluster-1 core-02 etcd log -*",
         ]
     )
+
+
+def test_hooks_change_user_data_and_see_the_ready_cluster(inner: pytest.Pytester) -> None:
+    inner.makeconftest(
+        """
+        READY = []
+
+        def pytest_coreos_user_data(spec, data):
+            data["coreos"]["etcd"]["snapshot-count"] = 5000
+            data["write_files"] = [{"path": "/etc/marker", "content": str(spec.instances)}]
+
+        def pytest_coreos_cluster_ready(cluster):
+            cluster.etcd.set("/seeded-by-hook", "yes")
+            READY.append(cluster)
+        """
+    )
+    inner.makepyfile(
+        """
+        import conftest
+
+        def test_it(coreos_cluster):
+            text = coreos_cluster.user_data_path.read_text()
+            assert "snapshot-count: 5000" in text and "/etc/marker" in text
+            env = (coreos_cluster.workdir / "machines" / "core-01" / "etcd.env").read_text()
+            assert "ETCD_SNAPSHOT_COUNT=5000" in env
+            assert coreos_cluster.etcd.get("/seeded-by-hook") == "yes"
+            assert conftest.READY == [coreos_cluster]
+        """
+    )
+    result = inner.runpytest_subprocess("--coreos-instances=1")
+    result.assert_outcomes(passed=1)
+
+
+def test_the_coreos_marker_asks_for_a_cluster_shape_shared_per_shape(
+    inner: pytest.Pytester,
+) -> None:
+    inner.makepyfile(
+        """
+        import pytest
+
+        SEEN = {}
+
+        @pytest.mark.coreos(instances=1)
+        def test_one_a(coreos_cluster):
+            assert len(coreos_cluster) == 1
+            SEEN["one_a"] = coreos_cluster
+
+        @pytest.mark.coreos(instances=1)
+        def test_one_b(coreos_cluster):
+            assert coreos_cluster is SEEN["one_a"]
+
+        def test_default(coreos_cluster):
+            assert len(coreos_cluster) == 2
+            assert coreos_cluster is not SEEN["one_a"]
+        """
+    )
+    result = inner.runpytest_subprocess("--coreos-instances=2", "-v")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["*test_one_a[[]coreos(instances=1)[]] PASSED*"])
+
+
+def test_a_bad_marker_is_a_usage_error(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.coreos(instances=0)
+        def test_it(coreos_cluster):
+            pass
+        """
+    )
+    result = inner.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.INTERRUPTED  # a collection error stops the run
+    result.stdout.fnmatch_lines(["*@pytest.mark.coreos*instances: 0 machines is out of range*"])
+
+
+def test_header_and_verbose_timings(inner: pytest.Pytester) -> None:
+    inner.makepyfile("def test_it(coreos_cluster):\n    pass\n")
+    result = inner.runpytest_subprocess("--coreos-instances=2", "-v")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "coreos: provider local, 2 instance(s), channel stable, discovery local, etcd 3.*",
+            "cluster-1 ready: discovery *s, config *s, spawn *s, ready *s, total *s",
+            "  core-01 127.*: etcd serving after *s, ssh after *s",
+        ]
+    )
