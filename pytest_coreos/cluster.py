@@ -268,7 +268,12 @@ class Cluster:
             data = render.load_user_data(self.spec.user_data)
         else:
             data = render.default_user_data()
-        data = render.inject_discovery(data, self.discovery_url)
+        if self.discovery_url:
+            data = render.inject_discovery(data, self.discovery_url)
+        else:  # static: the provider gives each member the initial cluster instead
+            section_name, section = render.etcd_section(data)
+            section.pop("discovery", None)
+            data = {**data, "coreos": {**data["coreos"], section_name: section}}
         if self._session.user_data_hook is not None:
             self._session.user_data_hook(self.spec, data)
         self.user_data = data
@@ -494,7 +499,10 @@ class ClusterFactory:
         return self._ssh_key
 
     def discovery_url(self, spec: ClusterSpec) -> str:
-        """A fresh discovery URL for a cluster of ``spec``, as its discovery mode says."""
+        """A fresh discovery URL for a cluster of ``spec``, as its discovery mode says
+        ("" for static: the members are given each other's addresses instead)."""
+        if spec.discovery == "static":
+            return ""
         if spec.discovery == "local":
             return self._local_discovery(spec).new_cluster(spec.instances)
         if spec.discovery == "public":

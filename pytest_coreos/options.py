@@ -209,12 +209,6 @@ def validate_spec(spec: ClusterSpec) -> ClusterSpec:
     parse_choice(spec.channel, CHANNELS, "channel")
     parse_discovery(spec.discovery, "discovery")
     parse_boot_timeout(spec.boot_timeout, "boot_timeout")
-    if spec.discovery == "static":
-        raise ConfigError(
-            "--coreos-discovery",
-            "static discovery is not supported by this version",
-            "use local or a discovery URL",
-        )
     return spec
 
 
@@ -267,10 +261,4 @@ def resolve_spec(
         etcd_binary=path_of("etcd_binary"),
         sshd_binary=path_of("sshd_binary"),
     )
-    if spec.discovery == "static":
-        raise ConfigError(
-            given("discovery")[1],
-            "static discovery is not supported by this version",
-            "use local or a discovery URL",
-        )
     return validate_spec(spec)

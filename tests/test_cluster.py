@@ -12,6 +12,7 @@ import yaml
 
 from pytest_coreos import BootTimeoutError, Cluster, EtcdError
 from pytest_coreos.addresses import claim_block, lock_directory
+from pytest_coreos.providers.local import joins_statically
 
 
 @pytest.mark.parametrize("instances", [1, 3, 5])
@@ -133,3 +134,33 @@ def test_address_blocks_are_exclusive_and_leave_no_lock_files() -> None:
     first.close()
     second.close()
     assert not lock.exists()
+
+
+def test_static_discovery_gives_members_an_initial_cluster(coreos_cluster_factory) -> None:
+    with coreos_cluster_factory(instances=3, discovery="static") as cluster:
+        assert cluster.discovery_url == ""
+        assert (
+            "discovery" not in yaml.safe_load(cluster.user_data_path.read_text())["coreos"]["etcd"]
+        )
+        env = (cluster.workdir / "machines" / "core-02" / "etcd.env").read_text()
+        assert "ETCD_DISCOVERY=" not in env
+        peers = ",".join(f"{m.name}=http://{m.private_ipv4}:7001" for m in cluster)
+        assert f"ETCD_INITIAL_CLUSTER={peers}\n" in env
+        assert len(cluster.etcd.members()) == 3
+
+
+@pytest.mark.parametrize(
+    ("discovery", "version", "static"),
+    [
+        ("local", (3, 4, 23), False),
+        ("local", (3, 5, 1), False),
+        ("http://127.0.0.1:8087", (3, 5, 1), False),
+        ("static", (3, 5, 1), True),
+        ("local", (3, 6, 0), True),  # v2 discovery is gone from etcd 3.6 on
+        ("public", (3, 7, 2), True),
+    ],
+)
+def test_members_join_statically_when_asked_or_when_etcd_lacks_v2_discovery(
+    discovery, version, static
+) -> None:
+    assert joins_statically(discovery, version) is static

@@ -123,6 +123,33 @@ def not_applied_here(user_data: Mapping[str, Any]) -> list[str]:
     return skipped
 
 
+V2_DISCOVERY_REMOVED = (3, 6)
+
+
+def joins_statically(discovery: str, etcd_version: tuple[int, int, int]) -> bool:
+    """Whether members get a static initial-cluster instead of a discovery URL: when
+    asked to, or when their etcd no longer speaks v2 discovery."""
+    return discovery == "static" or etcd_version >= V2_DISCOVERY_REMOVED
+
+
+def join_statically(environments: list[dict[str, str]], token: str) -> None:
+    """Turn discovery into a static ``initial-cluster`` of every member's peer URL: for
+    ``--coreos-discovery=static``, and for etcd 3.6+, which dropped v2 discovery."""
+    members = ",".join(
+        f"{env['ETCD_NAME']}={url}"
+        for env in environments
+        for url in env["ETCD_INITIAL_ADVERTISE_PEER_URLS"].split(",")
+    )
+    for env in environments:
+        env.pop("ETCD_DISCOVERY", None)
+        env.pop("ETCD_DISCOVERY_FALLBACK", None)
+        env.update(
+            ETCD_INITIAL_CLUSTER=members,
+            ETCD_INITIAL_CLUSTER_STATE="new",
+            ETCD_INITIAL_CLUSTER_TOKEN=token,
+        )
+
+
 class LocalMachine:
     """The processes of one local machine: its etcd and its sshd."""
 
@@ -182,6 +209,7 @@ class LocalProvider:
         self.machines: list[LocalMachine] = []
         self._descriptions: list[dict[str, Any]] = []
         self.binaries: tuple[Path, Path] = (Path(), Path())  # sshd, etcd
+        self.etcd_version: tuple[int, int, int] = (0, 0, 0)
 
     def boot(self) -> list[Machine]:
         context = self.context
@@ -202,14 +230,24 @@ class LocalProvider:
         authorized_keys.write_text(public_key_line(context.ssh_key) + "\n")
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
         die_with_parent = not spec.keep
+        plans = []
         for index, name in enumerate(machine_names(spec.instances), start=1):
             address = self.block.host(index)
             directory = context.workdir / "machines" / name
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             env, notices = machine_etcd_environment(
                 context.user_data, name=name, address=address, data_dir=directory / "etcd"
             )
             self.notices.extend(n for n in notices if n not in self.notices)
+            plans.append((name, address, directory, env))
+        if joins_statically(spec.discovery, self.etcd_version):
+            if spec.discovery != "static":
+                self.notices.append(
+                    f"etcd {'.'.join(map(str, self.etcd_version))} has no v2 discovery: its "
+                    "members join by a static initial-cluster"
+                )
+            join_statically([env for *_, env in plans], context.workdir.name)
+        for name, address, directory, env in plans:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             (directory / "etcd.env").write_text(
                 "".join(f"{key}={value}\n" for key, value in sorted(env.items()))
             )
@@ -344,7 +382,9 @@ class NewLocalProvider(LocalProvider):
 
     def __init__(self, context: BootContext) -> None:
         super().__init__(context)
-        self.binaries = (find_sshd(context.spec.sshd_binary), context.etcd.path)
+        etcd = context.etcd
+        self.binaries = (find_sshd(context.spec.sshd_binary), etcd.path)
+        self.etcd_version = etcd.version
 
 
 class AttachedLocalProvider(LocalProvider):
