@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import paramiko
+import requests
 
 from pytest_coreos import render, state
 from pytest_coreos.binaries import EtcdBinary, find_etcd
@@ -41,12 +42,16 @@ class Machine:
         ssh: SSHClient,
         etcd_endpoints: Sequence[str],
         control: MachineControl,
+        http_session: Callable[[], requests.Session] | None = None,
     ) -> None:
         self.name = name
         self.private_ipv4 = private_ipv4
         self.public_ipv4 = public_ipv4
         self.ssh = ssh
-        self.etcd = EtcdClient(etcd_endpoints, name=name)
+        # Where the machine is reached through something other than this host's own
+        # network (a network lab's namespace), every HTTP session must come from here.
+        self.http_session = http_session
+        self.etcd = self.etcd_client(etcd_endpoints)
         self._control = control
         self.on_change: Callable[[], None] = lambda: None  # its processes changed
         # Seconds from the start of the last wait until its etcd served with every member
@@ -65,6 +70,14 @@ class Machine:
     @property
     def etcd_endpoints(self) -> tuple[str, ...]:
         return self.etcd.endpoints
+
+    def etcd_client(self, endpoints: Sequence[str], *, timeout: float = 5.0) -> EtcdClient:
+        """An etcd client over ``endpoints`` that reaches them the way this machine is
+        reached (its own session where it lives in a network lab)."""
+        session = self.http_session() if self.http_session is not None else None
+        return EtcdClient(
+            endpoints, timeout=timeout, name=self.name, session=session, owns_session=True
+        )
 
     def stop(self) -> None:
         """Stop the machine cleanly (SIGTERM, as systemd would on shutdown)."""
@@ -126,6 +139,7 @@ class Cluster:
         self._etcd: EtcdClient | None = None
         self._closed = False
         self._destroyed = False
+        self._booting = False
         self._recorded: dict[str, Any] = {}
         self.boot_failed = False
         # Seconds each boot phase took (discovery, config, spawn, ready, total), and per
@@ -162,8 +176,27 @@ class Cluster:
         """An etcd client over every member, failing over to the next when one is down."""
         if self._etcd is None:
             endpoints = [url for machine in self.machines for url in machine.etcd_endpoints]
-            self._etcd = EtcdClient(endpoints, name="cluster")
+            self._etcd = self.machines[0].etcd_client(endpoints)
         return self._etcd
+
+    def partition(self, *groups: Sequence[Machine | str]) -> None:
+        """Cut the network between groups of machines (``Machine`` objects or names):
+        machines of different groups can no longer reach each other, established
+        connections included; a machine in no group still reaches all. The plugin's own
+        handles keep reaching every machine. Needs ``--coreos-network=netns``."""
+        names = [[m if isinstance(m, str) else m.name for m in group] for group in groups]
+        for name in (n for group in names for n in group):
+            self[name]  # an unknown name is a KeyError naming the machines
+        partition = getattr(self._provider, "partition", None)
+        if partition is None:
+            raise CoreOSError(f"the {self.spec.provider} provider cannot partition machines")
+        partition(names)
+
+    def heal(self) -> None:
+        """Undo :meth:`partition`: every machine reaches every other again."""
+        heal = getattr(self._provider, "heal", None)
+        if heal is not None:
+            heal()
 
     @property
     def pids(self) -> list[int]:
@@ -202,12 +235,19 @@ class Cluster:
         clock = _Stopwatch(self.timings)
         try:
             self._remember({})  # on record before anything runs: a crash is reaped
-            self.discovery_url = self._session.discovery_url(self.spec)
+            context = self._context()
+            self._provider = provider = get_provider(self.spec.provider)(context)
+            # A provider whose machines cannot reach the session's discovery service
+            # (a network lab) brings its own.
+            own_discovery = getattr(provider, "discovery_url", None)
+            url = own_discovery() if own_discovery is not None else None
+            self.discovery_url = self._session.discovery_url(self.spec) if url is None else url
             clock.lap("discovery")
             self._write_config()
-            self._provider = get_provider(self.spec.provider)(self._context())
+            context.user_data = self.user_data
             clock.lap("config")
-            self.machines = self._provider.boot()
+            self._booting = True
+            self.machines = provider.boot()
             self._remember({})  # now with every process the machines run
             self._watch_machines()
             clock.lap("spawn")
@@ -217,7 +257,7 @@ class Cluster:
             self.timings["total"] = clock.total
         except BaseException:
             # The workdir is worth keeping only if machines ran: it holds their logs.
-            self.boot_failed = self._provider is not None
+            self.boot_failed = self._booting
             self.close()
             raise
         return self
@@ -327,7 +367,7 @@ class Cluster:
         logins = _LoginWatcher(running, started)
         # Probes of their own with a short timeout: etcd 3.4 holds /health open while a
         # member has no leader, and one slow member must not stall the others' checks.
-        probes = {m.name: EtcdClient(m.etcd_endpoints, timeout=0.5, name=m.name) for m in running}
+        probes = {m.name: m.etcd_client(m.etcd_endpoints, timeout=0.5) for m in running}
         try:
             poll(
                 lambda: self._check_ready(running, probes, logins, started),

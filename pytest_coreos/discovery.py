@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
@@ -26,11 +27,17 @@ ETCD_PEER_PORT = 2380
 _TOKEN_URL = re.compile(r"https?://\S+/[0-9a-fA-F]{32}")
 
 
-def request_token(service_url: str, size: int, *, timeout: float = 10.0) -> str:
+def request_token(
+    service_url: str,
+    size: int,
+    *,
+    timeout: float = 10.0,
+    session: requests.Session | None = None,
+) -> str:
     """``GET <service>/new?size=N`` and return the discovery URL it hands out."""
     endpoint = f"{service_url.rstrip('/')}/new"
     try:
-        response = requests.get(endpoint, params={"size": size}, timeout=timeout)
+        response = (session or requests).get(endpoint, params={"size": size}, timeout=timeout)
     except requests.RequestException as error:
         raise DiscoveryError(
             service_url, f"cannot be reached ({type(error).__name__}): is it running?"
@@ -94,16 +101,21 @@ class DiscoveryService:
         *,
         address: str | None = None,
         die_with_parent: bool = True,
+        command: Callable[[list[str]], list[str]] | None = None,
+        session: requests.Session | None = None,
     ) -> None:
         self.etcd = etcd
         self.workdir = workdir
         self.address = address  # None: a loopback block of its own
+        # Where it runs and how it is reached: inside a network lab's hub namespace, the
+        # lab's command prefix and a session whose connections are made in the lab.
+        self._command = command or (lambda argv: argv)
         self.die_with_parent = die_with_parent
         self.block: AddressBlock | None = None
         self.processes: list[ManagedProcess] = []
         self.etcd_url = ""
         self.url = ""  # what /new is asked of; "" when only the etcd keys endpoint is used
-        self._session = requests.Session()
+        self._session = session or requests.Session()
 
     def __repr__(self) -> str:
         return f"<DiscoveryService {self.url or self.etcd_url}>"
@@ -123,20 +135,22 @@ class DiscoveryService:
         peer_url = f"http://{address}:{ETCD_PEER_PORT}"
         etcd = ManagedProcess(
             "discovery-etcd",
-            [
-                str(self.etcd.path),
-                "--name=discovery",
-                f"--data-dir={self.workdir / 'etcd'}",
-                f"--listen-client-urls={self.etcd_url}",
-                f"--advertise-client-urls={self.etcd_url}",
-                f"--listen-peer-urls={peer_url}",
-                f"--initial-advertise-peer-urls={peer_url}",
-                f"--initial-cluster=discovery={peer_url}",
-                "--enable-v2=true",
-                # A lone member elects itself after one election timeout: keep it short.
-                "--heartbeat-interval=10",
-                "--election-timeout=50",
-            ],
+            self._command(
+                [
+                    str(self.etcd.path),
+                    "--name=discovery",
+                    f"--data-dir={self.workdir / 'etcd'}",
+                    f"--listen-client-urls={self.etcd_url}",
+                    f"--advertise-client-urls={self.etcd_url}",
+                    f"--listen-peer-urls={peer_url}",
+                    f"--initial-advertise-peer-urls={peer_url}",
+                    f"--initial-cluster=discovery={peer_url}",
+                    "--enable-v2=true",
+                    # A lone member elects itself after one election timeout: keep it short.
+                    "--heartbeat-interval=10",
+                    "--election-timeout=50",
+                ]
+            ),
             log_path=self.workdir / "etcd.log",
             env={},
             die_with_parent=self.die_with_parent,
@@ -148,12 +162,14 @@ class DiscoveryService:
             self.processes.append(
                 ManagedProcess(
                     "discovery.etcd.io",
-                    [
-                        str(server),
-                        f"--addr={address}:{DISCOVERY_PORT}",
-                        f"--etcd={self.etcd_url}",
-                        f"--host={self.url}",
-                    ],
+                    self._command(
+                        [
+                            str(server),
+                            f"--addr={address}:{DISCOVERY_PORT}",
+                            f"--etcd={self.etcd_url}",
+                            f"--host={self.url}",
+                        ]
+                    ),
                     log_path=self.workdir / "discovery.log",
                     env={},
                     die_with_parent=self.die_with_parent,
@@ -194,7 +210,7 @@ class DiscoveryService:
     def new_cluster(self, size: int) -> str:
         """A fresh discovery URL for a cluster of ``size`` members."""
         if self.url:
-            return request_token(self.url, size)
+            return request_token(self.url, size, session=self._session)
         token = secrets.token_hex(16)
         url = f"{self.etcd_url}/v2/keys/discovery/{token}"
         try:

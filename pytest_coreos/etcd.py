@@ -62,6 +62,7 @@ class _Transport:
         *,
         timeout: float,
         session: requests.Session | None,
+        owns_session: bool = False,
     ) -> None:
         if isinstance(endpoints, str):
             # A lone URL is a Sequence[str] too; iterating it would give one endpoint a letter.
@@ -70,7 +71,7 @@ class _Transport:
         if not self.endpoints:
             raise ValueError("an etcd client needs at least one endpoint")
         self.timeout = timeout
-        self._owns_session = session is None
+        self._owns_session = session is None or owns_session
         self.session = session if session is not None else requests.Session()
         self._preferred = 0
 
@@ -282,8 +283,13 @@ class EtcdClient(_EtcdHandle):
         timeout: float = 5.0,
         name: str | None = None,
         session: requests.Session | None = None,
+        owns_session: bool = False,
     ) -> None:
-        self._transport = _Transport(endpoints, timeout=timeout, session=session)
+        """``session`` is used for every request; ``owns_session`` makes :meth:`close`
+        close it too (by default only a session the client made itself is closed)."""
+        self._transport = _Transport(
+            endpoints, timeout=timeout, session=session, owns_session=owns_session
+        )
         self.name = name
         self._v3: EtcdV3Client | None = None
 

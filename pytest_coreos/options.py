@@ -20,6 +20,7 @@ PROVIDERS = ("local", "vagrant")
 DEFAULT_DISCOVERY = {"local": "local", "vagrant": "public"}
 CHANNELS = ("stable", "beta", "alpha")
 DISCOVERY_MODES = ("local", "public", "static")
+NETWORKS = ("loopback", "netns")
 PUBLIC_DISCOVERY_URL = "https://discovery.etcd.io"
 MAX_INSTANCES = 25
 MIN_BOOT_TIMEOUT = 1.0
@@ -54,6 +55,14 @@ OPTIONS: tuple[Option, ...] = (
         "static (no discovery, an initial-cluster list), or the URL of a discovery service",
         None,
         metavar="MODE|URL",
+    ),
+    Option(
+        "network",
+        "where local machines live: loopback (an address each on this host) or netns (a "
+        "network and UTS namespace each, on a private bridge, so tests can partition "
+        "them; needs root)",
+        "loopback",
+        metavar="MODE",
     ),
     Option(
         "user_data", "your own #cloud-config file; only discovery is injected", None, metavar="PATH"
@@ -114,6 +123,7 @@ class ClusterSpec:
     provider: str = "local"
     channel: str = "stable"
     discovery: str = "local"
+    network: str = "loopback"
     user_data: Path | None = None
     boot_timeout: float = 60.0
     keep: bool = False
@@ -208,6 +218,7 @@ def validate_spec(spec: ClusterSpec) -> ClusterSpec:
     parse_choice(spec.provider, PROVIDERS, "provider")
     parse_choice(spec.channel, CHANNELS, "channel")
     parse_discovery(spec.discovery, "discovery")
+    parse_choice(spec.network, NETWORKS, "network")
     parse_boot_timeout(spec.boot_timeout, "boot_timeout")
     return spec
 
@@ -251,6 +262,7 @@ def resolve_spec(
         provider=parse_choice(given("provider")[0], PROVIDERS, given("provider")[1]),
         channel=parse_choice(given("channel")[0], CHANNELS, given("channel")[1]),
         discovery=parse_discovery(*given("discovery")),
+        network=parse_choice(given("network")[0], NETWORKS, given("network")[1]),
         vagrant_dir=path_of("vagrant_dir"),
         box=given("box")[0],
         vagrant_provider=given("vagrant_provider")[0],

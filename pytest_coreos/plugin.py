@@ -39,11 +39,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             group.addoption(
                 option.flag, default=None, dest=dest, metavar=option.metavar, help=help_text
             )
-        parser.addini(
-            option.ini,
-            help=f"{option.help} ({option.flag})",
-            type="bool" if option.kind == "bool" else "string",
-        )
+        if option.kind == "bool":
+            parser.addini(option.ini, help=f"{option.help} ({option.flag})", type="bool")
+        else:
+            parser.addini(option.ini, help=f"{option.help} ({option.flag})", type="string")
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import re
 import select
 import shlex
+import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +114,7 @@ class SSHClient:
         known_hosts: Path | None = None,
         name: str | None = None,
         connect_timeout: float = 10.0,
+        sock_factory: Callable[[str, int, float], socket.socket] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -122,6 +124,9 @@ class SSHClient:
         self.host_keys = tuple(host_keys)
         self.known_hosts = known_hosts
         self.connect_timeout = connect_timeout
+        # Opens the TCP connection instead of paramiko (host, port, timeout): for machines
+        # in a network lab, NetworkLab.connect, whose sockets are made inside the lab.
+        self.sock_factory = sock_factory
         self.last_login_error: SSHError | None = None
         self._lock = threading.Lock()
         self._client: paramiko.SSHClient | None = None
@@ -208,9 +213,13 @@ class SSHClient:
     def _login(self, client: paramiko.SSHClient) -> None:
         timeout = self.connect_timeout
         try:
+            sock = None
+            if self.sock_factory is not None:
+                sock = self.sock_factory(self.host, self.port, timeout)
             client.connect(
                 self.host,
                 self.port,
+                sock=sock,
                 username=self.username,
                 pkey=self.private_key,
                 timeout=timeout,
@@ -251,6 +260,10 @@ class SSHClient:
         except TimeoutError as error:
             raise SSHError(
                 self.target, f"no answer within {timeout:g}s while connecting: {error}"
+            ) from error
+        except ConnectionRefusedError as error:  # from sock_factory
+            raise SSHError(
+                self.target, "connection refused (is sshd running and listening there?)"
             ) from error
         except (OSError, EOFError, paramiko.SSHException) as error:
             raise SSHError(

@@ -107,8 +107,15 @@ def test_ctrl_c_during_boot_leaves_nothing(folder, assert_nothing_left) -> None:
     assert not [r for r in _records_under(folder) if r["clusters"]]
 
 
-def test_a_killed_pytest_is_reaped_by_the_next_run(folder, assert_nothing_left) -> None:
-    run = _start_pytest(folder)
+def _namespaces() -> set[str]:
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    return {line.split()[0] for line in listing.stdout.splitlines() if line.strip()}
+
+
+@pytest.mark.parametrize("network", ["loopback", "netns"])
+def test_a_killed_pytest_is_reaped_by_the_next_run(folder, network, assert_nothing_left) -> None:
+    namespaces_before = _namespaces()
+    run = _start_pytest(folder, f"--coreos-network={network}")
     seen = _wait_for(folder / "record.json", run)
     run.kill()
     run.communicate(timeout=30)
@@ -119,6 +126,8 @@ def test_a_killed_pytest_is_reaped_by_the_next_run(folder, assert_nothing_left) 
     assert not [pid for pid in seen["pids"] if _alive(pid)]
     assert Path(seen["root"]).exists()
     assert _records_under(folder)
+    if network == "netns":  # namespaces are no process: only reaping removes them
+        assert len(_namespaces() - namespaces_before) == 4
 
     (folder / "test_hold.py").write_text("def test_quick(coreos_cluster):\n    pass\n")
     second = _start_pytest(folder, "-rA")
@@ -127,6 +136,7 @@ def test_a_killed_pytest_is_reaped_by_the_next_run(folder, assert_nothing_left) 
     assert f"reaped folder {seen['root']}" in output
     assert not Path(seen["root"]).exists()
     assert not _records_under(folder)
+    assert _namespaces() <= namespaces_before
     assert_nothing_left(folder)
 
 

@@ -64,6 +64,10 @@ class Provider(Protocol):
     def detach(self) -> None:
         """Leave everything running (a kept cluster) and let go of it."""
 
+    # Optional, found with getattr: ``discovery_url() -> str | None``, a discovery URL from
+    # a service of the provider's own when its machines cannot reach the session's
+    # (called before the config is written); ``partition(groups)`` and ``heal()``.
+
 
 class ProviderFactory(Protocol):
     def __call__(self, context: BootContext) -> Provider: ...

@@ -13,8 +13,9 @@ from __future__ import annotations
 import os
 import pwd
 import re
+import secrets
 import signal
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -23,9 +24,11 @@ import paramiko
 
 from pytest_coreos import render
 from pytest_coreos.addresses import AddressBlock, can_bind, claim_block
-from pytest_coreos.binaries import find_sshd
+from pytest_coreos.binaries import find_etcd, find_sshd
 from pytest_coreos.cluster import Machine, machine_names
-from pytest_coreos.errors import ProcessError
+from pytest_coreos.discovery import DiscoveryService
+from pytest_coreos.errors import ConfigError, ProcessError
+from pytest_coreos.netns import NAMESPACE_PREFIX, MachineNetwork, NetworkLab, netns_supported
 from pytest_coreos.process import ManagedProcess, kill_all
 from pytest_coreos.providers.base import BootContext
 from pytest_coreos.ssh import SSHClient
@@ -209,6 +212,8 @@ class LocalProvider:
         self.machines: list[LocalMachine] = []
         self._descriptions: list[dict[str, Any]] = []
         self.binaries: tuple[Path, Path] = (Path(), Path())  # sshd, etcd
+        self.lab: NetworkLab | None = None  # --coreos-network=netns
+        self.discovery: DiscoveryService | None = None  # the lab's own
         self.etcd_version: tuple[int, int, int] = (0, 0, 0)
 
     def boot(self) -> list[Machine]:
@@ -218,21 +223,30 @@ class LocalProvider:
         sshd_version = openssh_version(sshd)
         user = pwd.getpwuid(os.getuid()).pw_name
         ssh_port = ssh_port_for_current_user()
-        if ssh_port == 22 and not can_bind("127.254.254.254", 22):
-            ssh_port = 2222  # something holds 0.0.0.0:22 on this host
         ensure_privilege_separation_dir()
-        probe_env, _ = machine_etcd_environment(
-            context.user_data, name="probe", address="127.0.0.1", data_dir=context.workdir
-        )
-        self.block = claim_block(spec.instances, {*_ports(probe_env), ssh_port})
+        names = machine_names(spec.instances)
+        if self.lab is not None:
+            # Each machine its own namespace: the usual ports, on addresses of the lab's own.
+            networks: dict[str, MachineNetwork] = {
+                name: self.lab.add_machine(name, index) for index, name in enumerate(names, 1)
+            }
+            addresses = {name: networks[name].address for name in names}
+        else:
+            if ssh_port == 22 and not can_bind("127.254.254.254", 22):
+                ssh_port = 2222  # something holds 0.0.0.0:22 on this host
+            probe_env, _ = machine_etcd_environment(
+                context.user_data, name="probe", address="127.0.0.1", data_dir=context.workdir
+            )
+            self.block = claim_block(spec.instances, {*_ports(probe_env), ssh_port})
+            addresses = {name: self.block.host(index) for index, name in enumerate(names, 1)}
         self.notices.extend(self._notices())
         authorized_keys = context.workdir / "authorized_keys"
         authorized_keys.write_text(public_key_line(context.ssh_key) + "\n")
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
         die_with_parent = not spec.keep
         plans = []
-        for index, name in enumerate(machine_names(spec.instances), start=1):
-            address = self.block.host(index)
+        for name in names:
+            address = addresses[name]
             directory = context.workdir / "machines" / name
             env, notices = machine_etcd_environment(
                 context.user_data, name=name, address=address, data_dir=directory / "etcd"
@@ -267,12 +281,13 @@ class LocalProvider:
                     )
                 )
             )
+            inside = networks[name].command if self.lab is not None else list
             self.machines.append(
                 LocalMachine(
                     name,
                     ManagedProcess(
                         "etcd",
-                        [str(etcd)],
+                        inside([str(etcd)]),
                         log_path=directory / "etcd.log",
                         env={**base_env, **env},
                         cwd=directory,
@@ -280,7 +295,7 @@ class LocalProvider:
                     ),
                     ManagedProcess(
                         "sshd",
-                        sshd_command(sshd, config_path, directory / "sshd.log"),
+                        inside(sshd_command(sshd, config_path, directory / "sshd.log")),
                         log_path=directory / "sshd.out",
                         die_with_parent=die_with_parent,
                     ),
@@ -306,7 +321,12 @@ class LocalProvider:
         return self.handles(context.ssh_key)
 
     def handles(self, key: paramiko.PKey) -> list[Machine]:
-        """The Machine handles over this provider's machines, logging in with ``key``."""
+        """The Machine handles over this provider's machines, logging in with ``key``.
+        In a network lab every connection is made inside the lab (its hub namespace):
+        nothing is sent to the lab's addresses from this host's own network."""
+        lab = self.lab
+        sock_factory = lab.connect if lab is not None else None
+        http_session = lab.requests_session if lab is not None else None
         handles = []
         for description, machine in zip(self._descriptions, self.machines, strict=True):
             ssh = description["ssh"]
@@ -323,9 +343,11 @@ class LocalProvider:
                         key,
                         host_keys=[host_key],
                         name=description["name"],
+                        sock_factory=sock_factory,
                     ),
                     etcd_endpoints=description["etcd_endpoints"],
                     control=machine,
+                    http_session=http_session,
                 )
             )
         return handles
@@ -340,10 +362,12 @@ class LocalProvider:
         ]
 
     def describe(self) -> dict[str, Any]:
+        processes = [p for machine in self.machines for p in machine.processes]
+        if self.discovery is not None:
+            processes += self.discovery.processes
         return {
-            "processes": [
-                process.to_record() for machine in self.machines for process in machine.processes
-            ],
+            "processes": [process.to_record() for process in processes if process.started],
+            "namespaces": self.lab.namespaces if self.lab is not None else [],
             "machines": [
                 {**description, "processes": [p.to_record() for p in machine.processes]}
                 for description, machine in zip(self._descriptions, self.machines, strict=True)
@@ -361,7 +385,24 @@ class LocalProvider:
 
     def close(self) -> None:
         kill_all([process for machine in self.machines for process in machine.processes])
+        if self.discovery is not None:
+            self.discovery.close()
+        if self.lab is not None:
+            self.lab.destroy()
         self._release_block()
+
+    def partition(self, groups: Sequence[Sequence[str]]) -> None:
+        if self.lab is None:
+            raise ConfigError(
+                "--coreos-network",
+                "partitions need machines in network namespaces",
+                "run with --coreos-network=netns (as root)",
+            )
+        self.lab.partition(*groups)
+
+    def heal(self) -> None:
+        if self.lab is not None:
+            self.lab.heal()
 
     def detach(self) -> None:
         """Leave the machines running (a kept cluster) and let go of them."""
@@ -385,6 +426,33 @@ class NewLocalProvider(LocalProvider):
         etcd = context.etcd
         self.binaries = (find_sshd(context.spec.sshd_binary), etcd.path)
         self.etcd_version = etcd.version
+        if context.spec.network == "netns":
+            self.lab = _new_lab(context)
+
+    def discovery_url(self) -> str | None:
+        """In a network lab the machines reach nothing outside it: the cluster gets a
+        discovery service of its own on the lab's hub. Elsewhere: None (the session's)."""
+        spec = self.context.spec
+        if self.lab is None or spec.discovery == "static":
+            return None
+        if spec.discovery != "local":
+            raise ConfigError(
+                "--coreos-discovery",
+                f"{spec.discovery!r} cannot be reached from machines in network namespaces",
+                "use local or static with --coreos-network=netns",
+            )
+        self.discovery = DiscoveryService(
+            find_etcd(),
+            self.context.workdir / "discovery",
+            address=self.lab.hub_address,
+            command=self.lab.hub_command,
+            session=self.lab.requests_session(),
+            die_with_parent=not spec.keep,
+        )
+        self.context.remember(self.describe())
+        self.discovery.start(timeout=spec.boot_timeout)
+        self.context.remember(self.describe())
+        return self.discovery.new_cluster(spec.instances)
 
 
 class AttachedLocalProvider(LocalProvider):
@@ -422,4 +490,32 @@ def create(context: BootContext) -> LocalProvider:
 
 
 def attach(context: BootContext, record: Mapping[str, Any]) -> LocalProvider:
+    if record.get("namespaces"):
+        raise ConfigError(
+            "--coreos-network",
+            "a cluster in network namespaces cannot be attached to (reuse, xdist sharing)",
+            "use --coreos-network=loopback for that",
+        )
     return AttachedLocalProvider(context, record)
+
+
+def _new_lab(context: BootContext) -> NetworkLab:
+    """A network lab for the cluster, on record before anything of it exists."""
+    reason = netns_supported()
+    if reason is not None:
+        raise ConfigError(
+            "--coreos-network",
+            f"netns is not available here: {reason}",
+            "use --coreos-network=loopback",
+        )
+    lab = NetworkLab(secrets.token_hex(5), LAB_SUBNET)
+    names = [lab.hub] + [
+        f"{NAMESPACE_PREFIX}{lab.lab_id}-{name}" for name in machine_names(context.spec.instances)
+    ]
+    context.remember({"namespaces": names})
+    lab.create()
+    return lab
+
+
+# Addresses inside a lab exist only there, so every lab can use the same private /24.
+LAB_SUBNET = "10.213.7"

@@ -1,0 +1,99 @@
+"""Machines in network namespaces (--coreos-network=netns): their own hostname and
+addresses, quorum under faults, and partitions a test makes and heals. Needs root, as CI
+is; every request to a machine is made inside the cluster's own network lab."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from pytest_coreos import Cluster, CoreOSError, EtcdError
+
+
+def _namespaces() -> set[str]:
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    return {line.split()[0] for line in listing.stdout.splitlines() if line.strip()}
+
+
+@pytest.fixture
+def lab_cluster(coreos_cluster_factory):
+    with coreos_cluster_factory(instances=3, network="netns") as cluster:
+        yield cluster
+
+
+def _agree_on_every_key(cluster: Cluster, timeout: float = 15.0) -> dict[str, str]:
+    """Each member's view of every key under /p, once they all agree."""
+    deadline = time.monotonic() + timeout
+    while True:
+        views = []
+        for machine in cluster:
+            node = machine.etcd.get_node("/p", recursive=True)
+            views.append({child["key"]: child["value"] for child in node.get("nodes", [])})
+        if all(view == views[0] for view in views) or time.monotonic() > deadline:
+            assert all(view == views[0] for view in views), views
+            return views[0]
+        time.sleep(0.05)
+
+
+def test_machines_have_their_own_names_and_addresses(lab_cluster: Cluster) -> None:
+    for machine in lab_cluster:
+        assert machine.ssh.run("hostname").stdout == machine.name + "\n"
+        assert machine.private_ipv4.startswith("10.213.7.")
+        assert machine.etcd.health()
+
+
+def test_quorum_survives_one_killed_member_of_three(lab_cluster: Cluster) -> None:
+    lab_cluster["core-01"].kill()
+    lab_cluster.wait_until_healthy()
+    lab_cluster["core-02"].etcd.set("/p/after-kill", "written")
+    assert lab_cluster["core-03"].etcd.get("/p/after-kill") == "written"
+
+
+def test_a_minority_cannot_write_while_the_majority_can_and_heal_reconciles(
+    lab_cluster: Cluster,
+) -> None:
+    lonely, *majority = lab_cluster.machines
+    lab_cluster.etcd.set("/p/before", "1")
+    lab_cluster.partition([lonely], majority)
+    lonely_writer = lonely.etcd_client(lonely.etcd_endpoints, timeout=2)
+    with pytest.raises(EtcdError):
+        lonely_writer.set("/p/minority", "must not be accepted")
+    lonely_writer.close()
+    deadline = time.monotonic() + 15
+    while True:  # the majority elects a leader of its own if the lonely one led
+        try:
+            majority[0].etcd.set("/p/majority", "accepted")
+            break
+        except EtcdError:
+            assert time.monotonic() < deadline, "the majority never accepted a write"
+            time.sleep(0.1)
+    assert majority[1].etcd.get("/p/majority") == "accepted"
+
+    lab_cluster.heal()
+    lab_cluster.wait_until_healthy()
+    keys = _agree_on_every_key(lab_cluster)
+    assert keys == {"/p/before": "1", "/p/majority": "accepted"}
+
+
+def test_partition_names_unknown_machines(lab_cluster: Cluster) -> None:
+    with pytest.raises(KeyError, match="core-09"):
+        lab_cluster.partition(["core-09"], ["core-01"])
+
+
+def test_the_lab_is_gone_after_the_cluster(coreos_cluster_factory) -> None:
+    before = _namespaces()
+    with coreos_cluster_factory(instances=1, network="netns") as cluster:
+        during = _namespaces() - before
+        assert len(during) == 2  # the hub and one machine
+        pids = cluster.pids
+    assert _namespaces() <= before
+    assert not cluster.pids
+    for pid in pids:
+        assert subprocess.run(["kill", "-0", str(pid)], capture_output=True).returncode != 0
+
+
+def test_partitions_need_network_namespaces(coreos_cluster: Cluster) -> None:
+    with pytest.raises(CoreOSError, match="--coreos-network=netns"):
+        coreos_cluster.partition(["core-01"], ["core-02"])
