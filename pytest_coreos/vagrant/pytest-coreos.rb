@@ -1,0 +1,109 @@
+# pytest-coreos's part of a cluster's Vagrantfile, loaded by its own Vagrantfile and, in a
+# copy of a coreos-vagrant checkout (--coreos-vagrant-dir), from a line appended to it.
+#
+# It reads pytest-coreos.json next to the Vagrantfile (written for each cluster: the box,
+# the name prefix of the VMs, each machine's private address) and gives the machines:
+#   - the provider settings: memory and CPUs from config.rb, libvirt names prefixed with
+#     the run's id (so that a later run finds and removes what a killed one left), QEMU's
+#     TCG by default ($libvirt_driver = "kvm" in config.rb where KVM works);
+#   - one provisioning pass: hostname, COREOS_PRIVATE_IPV4/COREOS_PUBLIC_IPV4 in
+#     /etc/environment (as CoreOS's Vagrant support wrote them), the SSH host key the
+#     plugin pins, and the user-data moved to /var/lib/coreos-vagrant/vagrantfile-user-data.
+require "json"
+
+module PytestCoreOS
+  HERE = File.dirname(__FILE__)
+  SETTINGS_PATH = File.join(HERE, "pytest-coreos.json")
+  SETTINGS = File.exist?(SETTINGS_PATH) ? JSON.parse(File.read(SETTINGS_PATH)) : {}
+
+  # Runs on the machine as root, with the machine's name and private address.
+  SETUP = <<~'SHELL'
+    set -eu
+    name="$1"
+    address="$2"
+    # The hostname, without Vagrant's own step that restarts every network interface.
+    echo "$name" > /etc/hostname
+    hostname "$name"
+    sed -i '/^127\.0\.1\.1[[:space:]]/d' /etc/hosts
+    printf '127.0.1.1\t%s\n' "$name" >> /etc/hosts
+    sed -i '/^COREOS_PRIVATE_IPV4=/d; /^COREOS_PUBLIC_IPV4=/d' /etc/environment
+    printf 'COREOS_PRIVATE_IPV4=%s\nCOREOS_PUBLIC_IPV4=%s\n' "$address" "$address" >> /etc/environment
+    if [ -f /tmp/pytest-coreos/ssh_host_ed25519_key ]; then
+      install -m 600 /tmp/pytest-coreos/ssh_host_ed25519_key /etc/ssh/ssh_host_ed25519_key
+      install -m 644 /tmp/pytest-coreos/ssh_host_ed25519_key.pub /etc/ssh/ssh_host_ed25519_key.pub
+      systemctl reload ssh 2>/dev/null || systemctl reload sshd 2>/dev/null || true
+    fi
+    rm -rf /tmp/pytest-coreos
+    if [ -f /tmp/vagrantfile-user-data ]; then
+      mkdir -p /var/lib/coreos-vagrant
+      mv /tmp/vagrantfile-user-data /var/lib/coreos-vagrant/vagrantfile-user-data
+    fi
+  SHELL
+
+  def self.setting(name, default)
+    value = SETTINGS[name]
+    value.nil? ? default : value
+  end
+
+  # A global of config.rb (coreos-vagrant's way of configuring), or +default+.
+  def self.global(name, default)
+    value = global_variables.include?(:"$#{name}") ? eval("$#{name}") : nil
+    value.nil? ? default : value
+  end
+
+  # The address of machine +name+ as this cluster planned it, or nil.
+  def self.address(name)
+    machine = setting("machines", []).find { |entry| entry["name"] == name }
+    machine && machine["ip"]
+  end
+
+  def self.configure_providers(config)
+    config.vm.box = SETTINGS["box"] if SETTINGS["box"]
+    config.vm.box_url = SETTINGS["box_url"] if SETTINGS["box_url"]
+    config.vm.box_check_update = false
+    config.vm.synced_folder ".", "/vagrant", disabled: true
+    config.vm.provider :libvirt do |libvirt|
+      libvirt.default_prefix = SETTINGS["name_prefix"] if SETTINGS["name_prefix"]
+      libvirt.driver = global("libvirt_driver", "qemu")
+      libvirt.cpu_mode = global("libvirt_cpu_mode", "custom")
+      libvirt.cpu_model = global("libvirt_cpu_model", "qemu64") if libvirt.cpu_mode == "custom"
+      libvirt.memory = global("vm_memory", 512)
+      libvirt.cpus = global("vm_cpus", 1)
+      libvirt.graphics_type = "none"
+    end
+    config.vm.provider :virtualbox do |virtualbox|
+      virtualbox.memory = global("vm_memory", 512)
+      virtualbox.cpus = global("vm_cpus", 1)
+      virtualbox.check_guest_additions = false
+    end
+  end
+
+  # Provisioners of machine +name+ at address +ip+: its own files (the SSH host key), the user-data when
+  # +user_data+ names it (the plugin's Vagrantfile; a coreos-vagrant checkout copies it
+  # itself), then SETUP.
+  def self.provision_machine(machine, name, ip, user_data)
+    own_files = File.join(HERE, "machines", name)
+    if File.directory?(own_files)
+      machine.vm.provision "pytest-coreos-files", type: "file",
+        source: own_files, destination: "/tmp/pytest-coreos"
+    end
+    if user_data && File.exist?(user_data)
+      machine.vm.provision "user-data", type: "file",
+        source: user_data, destination: "/tmp/vagrantfile-user-data"
+    end
+    machine.vm.provision "pytest-coreos-setup", type: "shell", privileged: true,
+      inline: SETUP, args: [name, ip]
+  end
+
+  # What a copy of a coreos-vagrant checkout gets on top of its own Vagrantfile.
+  def self.extend_checkout
+    Vagrant.configure("2") do |config|
+      configure_providers(config)
+      setting("machines", []).each do |entry|
+        config.vm.define entry["name"] do |machine|
+          provision_machine(machine, entry["name"], entry["ip"], nil)
+        end
+      end
+    end
+  end
+end
