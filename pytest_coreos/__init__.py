@@ -16,6 +16,7 @@ from pytest_coreos.errors import (
     ProcessError,
     SSHCommandError,
     SSHError,
+    SSHHostKeyError,
     UserDataError,
 )
 from pytest_coreos.etcd import EtcdClient
@@ -42,5 +43,6 @@ __all__ = [
     "SSHClient",
     "SSHCommandError",
     "SSHError",
+    "SSHHostKeyError",
     "UserDataError",
 ]

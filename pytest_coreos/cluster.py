@@ -20,7 +20,13 @@ import requests
 from pytest_coreos import render, state
 from pytest_coreos.binaries import EtcdBinary, find_etcd
 from pytest_coreos.discovery import DiscoveryService, check_token, is_token_url, request_token
-from pytest_coreos.errors import BinaryNotFoundError, CoreOSError, EtcdError, SSHError
+from pytest_coreos.errors import (
+    BinaryNotFoundError,
+    CoreOSError,
+    EtcdError,
+    SSHError,
+    SSHHostKeyError,
+)
 from pytest_coreos.etcd import EtcdClient
 from pytest_coreos.options import PUBLIC_DISCOVERY_URL, ClusterSpec
 from pytest_coreos.providers import attach_provider, discovery_address, get_provider
@@ -179,6 +185,18 @@ class Cluster:
             self._etcd = self.machines[0].etcd_client(endpoints)
         return self._etcd
 
+    @property
+    def prefix(self) -> str:
+        """An etcd key prefix that is this session's own. On machines the plugin did not
+        boot (the ssh provider) everything under it is deleted at the end."""
+        return f"/pytest-coreos/{self._session.session_id}"
+
+    @property
+    def faults_allowed(self) -> bool:
+        """Whether ``stop``/``kill``/``pause`` and partitions may be used on its machines
+        (not on attached machines unless ``--coreos-allow-faults``)."""
+        return bool(getattr(self._provider, "faults_allowed", True))
+
     def partition(self, *groups: Sequence[Machine | str]) -> None:
         """Cut the network between groups of machines (``Machine`` objects or names):
         machines of different groups can no longer reach each other, established
@@ -222,6 +240,7 @@ class Cluster:
             ssh_public_key_path=public_path,
             progress=self._session.progress,
             remember=self._remember,
+            key_prefix=self.prefix,
         )
 
     def start(self) -> Cluster:
@@ -468,11 +487,17 @@ class _LoginWatcher:
                 machine.ssh.connect()
                 machine.ssh_ready_after = time.perf_counter() - self._started
                 return
+            except SSHHostKeyError:
+                raise  # waiting will not change the key
             except SSHError:
                 self._stop.wait(delay)
                 delay = min(delay * 2, 0.1)
 
     def pending(self) -> list[str]:
+        """Machines not logged in to yet; raises a login error that waiting cannot fix."""
+        for future in self._futures.values():
+            if future.done() and future.exception() is not None:
+                future.result()
         return [name for name, future in self._futures.items() if not future.done()]
 
     def close(self) -> None:

@@ -121,6 +121,11 @@ class SSHError(CoreOSError):
         super().__init__(f"ssh {target}: {problem}")
 
 
+class SSHHostKeyError(SSHError):
+    """The machine presented a host key that is not the one pinned or known for it: never
+    retried, as it will not change by waiting (and would be a reason not to talk to it)."""
+
+
 class SSHCommandError(SSHError):
     """A command run over SSH with ``check=True`` exited non-zero."""
 

@@ -14,10 +14,10 @@ from typing import Any
 
 from pytest_coreos.errors import ConfigError
 
-PROVIDERS = ("local", "vagrant")
+PROVIDERS = ("local", "vagrant", "ssh")
 # Where --coreos-discovery is not given: VMs reach discovery.etcd.io like a user would;
 # machines on this host use the private service.
-DEFAULT_DISCOVERY = {"local": "local", "vagrant": "public"}
+DEFAULT_DISCOVERY = {"local": "local", "vagrant": "public", "ssh": "static"}
 CHANNELS = ("stable", "beta", "alpha")
 DISCOVERY_MODES = ("local", "public", "static")
 NETWORKS = ("loopback", "netns")
@@ -101,6 +101,26 @@ OPTIONS: tuple[Option, ...] = (
         metavar="NAME",
     ),
     Option(
+        "hosts",
+        "ssh provider: the running machines to attach to, user@host[:port],...",
+        None,
+        metavar="LIST",
+    ),
+    Option("ssh_key", "ssh provider: the private key to log in with", None, metavar="PATH"),
+    Option(
+        "known_hosts",
+        "ssh provider: the known_hosts file their host keys are checked against "
+        "(default: ~/.ssh/known_hosts)",
+        None,
+        metavar="PATH",
+    ),
+    Option(
+        "allow_faults",
+        "ssh provider: let tests stop, kill and pause machines (etcd's systemd unit)",
+        False,
+        kind="bool",
+    ),
+    Option(
         "sshd_binary",
         "the OpenSSH sshd executable (default: PATH, then /usr/sbin)",
         None,
@@ -130,21 +150,31 @@ class ClusterSpec:
     reuse: bool = False
     etcd_binary: Path | None = None
     sshd_binary: Path | None = None
+    hosts: tuple[str, ...] = ()
+    ssh_key: Path | None = None
+    known_hosts: Path | None = None
+    allow_faults: bool = False
     vagrant_dir: Path | None = None
     box: str | None = None
     vagrant_provider: str | None = None
 
+    def to_fields(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
     def to_record(self) -> dict[str, Any]:
         """The spec as JSON-able values, for the state record."""
         return {
-            name: str(value) if isinstance(value, Path) else value
-            for name, value in ((f, getattr(self, f)) for f in self.__dataclass_fields__)
+            name: str(value)
+            if isinstance(value, Path)
+            else list(value)
+            if isinstance(value, tuple)
+            else value
+            for name, value in self.to_fields().items()
         }
 
     def replace(self, **changes: Any) -> ClusterSpec:
         """A copy with ``changes`` applied and checked like option values."""
-        values = {name: getattr(self, name) for name in self.__dataclass_fields__}
-        values.update(changes)
+        values = {**self.to_fields(), **changes}
         return validate_spec(ClusterSpec(**values))
 
 
@@ -272,5 +302,59 @@ def resolve_spec(
         reuse=parse_bool(*given("reuse")),
         etcd_binary=path_of("etcd_binary"),
         sshd_binary=path_of("sshd_binary"),
+        hosts=parse_hosts(*given("hosts")),
+        ssh_key=path_of("ssh_key"),
+        known_hosts=path_of("known_hosts"),
+        allow_faults=parse_bool(*given("allow_faults")),
     )
+    if spec.provider == "ssh":
+        spec = attach_spec(spec, instances_given=getoption("instances") is not None)
     return validate_spec(spec)
+
+
+_HOST = re.compile(
+    r"(?:(?P<user>[A-Za-z0-9._-]+)@)?(?P<host>[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\])"
+    r"(?::(?P<port>\d{1,5}))?"
+)
+
+
+def parse_hosts(raw: object, source: str = "--coreos-hosts") -> tuple[str, ...]:
+    """``user@host[:port],...`` into a tuple of its entries, each checked."""
+    if raw is None or raw == "":
+        return ()
+    hosts = tuple(part.strip() for part in str(raw).split(",") if part.strip())
+    for host in hosts:
+        if _HOST.fullmatch(host) is None:
+            raise ConfigError(source, f"{host!r} is not user@host[:port]")
+    return hosts
+
+
+def split_host(entry: str, default_user: str) -> tuple[str, str, int]:
+    """(user, host, port) of one ``--coreos-hosts`` entry."""
+    match = _HOST.fullmatch(entry)
+    if match is None:
+        raise ConfigError("--coreos-hosts", f"{entry!r} is not user@host[:port]")
+    port = int(match["port"]) if match["port"] else 22
+    return match["user"] or default_user, match["host"].strip("[]"), port
+
+
+def attach_spec(spec: ClusterSpec, *, instances_given: bool) -> ClusterSpec:
+    """The ssh provider boots nothing: it needs machines and a key, and the cluster's size
+    is the number of machines given."""
+    if not spec.hosts:
+        raise ConfigError(
+            "--coreos-hosts",
+            "the ssh provider needs the machines to attach to",
+            "e.g. --coreos-hosts=core@10.0.0.1,core@10.0.0.2,core@10.0.0.3",
+        )
+    if spec.ssh_key is None:
+        raise ConfigError("--coreos-ssh-key", "the ssh provider needs a private key to log in")
+    if not spec.ssh_key.is_file():
+        raise ConfigError(f"--coreos-ssh-key {spec.ssh_key}", "no such file")
+    if instances_given and spec.instances != len(spec.hosts):
+        raise ConfigError(
+            "--coreos-instances",
+            f"{spec.instances} does not match the {len(spec.hosts)} machines of --coreos-hosts",
+            "leave it out with the ssh provider",
+        )
+    return ClusterSpec(**{**spec.to_fields(), "instances": len(spec.hosts)})

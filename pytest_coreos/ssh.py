@@ -22,7 +22,7 @@ from typing import Never, Self
 import paramiko
 from paramiko.ssh_exception import NoValidConnectionsError
 
-from pytest_coreos.errors import SSHCommandError, SSHError
+from pytest_coreos.errors import SSHCommandError, SSHError, SSHHostKeyError
 
 DEFAULT_SSH_PORT = 22
 READ_CHUNK = 32768
@@ -232,13 +232,13 @@ class SSHClient:
                 allow_agent=False,
             )
         except paramiko.BadHostKeyException as error:
-            raise SSHError(
+            raise SSHHostKeyError(
                 self.target,
                 f"host key mismatch: the server presented {_describe_key(error.key)}, "
                 f"but {self.host_key_name} is pinned to {self._pinned_description()}",
             ) from error
         except _UnpinnedHostKeyError as error:
-            raise SSHError(
+            raise SSHHostKeyError(
                 self.target,
                 f"host key not pinned: the server presented {_describe_key(error.key)}, "
                 f"and no key is pinned for {error.hostname} "

@@ -358,18 +358,19 @@ def test_a_timeout_raises_and_kills_the_remote_command(client: SSHClient) -> Non
     command = f"echo started; echo warming up >&2; sleep {marker}; echo never"
 
     started = time.monotonic()
+    # Long enough for a loaded machine's login shell to print its first lines.
     with pytest.raises(SSHError) as caught:
-        client.run(command, timeout=0.5)
+        client.run(command, timeout=3)
     elapsed = time.monotonic() - started
 
     assert not isinstance(caught.value, SSHCommandError)
     assert repr(command) in str(caught.value)
-    assert "did not finish within 0.5s" in str(caught.value)
+    assert "did not finish within 3s" in str(caught.value)
     notes = "\n".join(caught.value.__notes__)
     assert "started" in notes
     assert "warming up" in notes
     assert "pytest-coreos-pid" not in notes
-    assert elapsed < 5
+    assert elapsed < 10
     # The whole command was killed, not only abandoned (sshd runs it on this machine).
     assert _wait_until_gone(f"sleep {marker}") == []
     assert client.run("echo still usable").stdout == "still usable\n"

@@ -16,6 +16,7 @@ from pytest_coreos.state import ProviderReaper
 PROVIDER_MODULES = {
     "local": "pytest_coreos.providers.local",
     "vagrant": "pytest_coreos.providers.vagrant",
+    "ssh": "pytest_coreos.providers.ssh",
 }
 
 

@@ -86,6 +86,7 @@ class BootContext:
         ssh_public_key_path: Path,
         progress: Callable[[str], None] | None = None,
         remember: Callable[[Mapping[str, Any]], None] | None = None,
+        key_prefix: str = "/pytest-coreos",
     ) -> None:
         self.spec = spec
         self.workdir = workdir
@@ -99,6 +100,8 @@ class BootContext:
         # making anything processes alone do not account for (a namespace, a VM), with
         # its name, so that a run killed right then is still reaped.
         self.remember: Callable[[Mapping[str, Any]], None] = remember or (lambda extra: None)
+        # The etcd key prefix that is this session's own (see Cluster.prefix).
+        self.key_prefix = key_prefix
 
     @property
     def etcd(self) -> EtcdBinary:
