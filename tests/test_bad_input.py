@@ -45,7 +45,7 @@ CASES = {
     "unknown provider": Case(
         ("--coreos-provider=docker",),
         USAGE,
-        "--coreos-provider: unknown value 'docker' (allowed: local, vagrant)",
+        "--coreos-provider: unknown value 'docker' (allowed: local, vagrant, ssh)",
     ),
     "unknown channel": Case(
         ("--coreos-channel=nightly",),
