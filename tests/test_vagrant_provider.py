@@ -394,3 +394,27 @@ def test_the_box_build_hashes_its_inputs_render_py_among_them() -> None:
     done = subprocess.run([str(script), "--hash"], capture_output=True, text=True, check=True)
     assert len(done.stdout.strip()) == 16
     assert "pytest_coreos/render.py" in script.read_text()
+
+
+def test_vms_are_named_after_the_session_and_the_cluster(tmp_path: Path) -> None:
+    from pytest_coreos.providers.base import BootContext
+    from pytest_coreos.sshd import generate_ed25519_key
+
+    key = generate_ed25519_key(tmp_path / "key")
+
+    def tag(workdir: Path) -> str:
+        context = BootContext(
+            spec=ClusterSpec(provider="vagrant"),
+            workdir=workdir,
+            user_data={},
+            ssh_key=key,
+            ssh_public_key_path=tmp_path / "key.pub",
+        )
+        return provider.session_tag(context)
+
+    assert tag(Path("/tmp/pytest-coreos-0123abcd-x1y2z3/cluster-2")) == "0123abcd-2"
+    # a folder of the caller's choosing: a stable id of its own
+    other = tag(tmp_path / "mine" / "cluster-1")
+    assert other == tag(tmp_path / "mine" / "cluster-1")
+    assert other.endswith("-1")
+    assert len(other) == len("0123abcd-1")

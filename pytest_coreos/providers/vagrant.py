@@ -657,6 +657,11 @@ class VagrantProvider:
             "--machine-readable",
             f"--provider={self.provider_name}",
         ]
+        setpriv = shutil.which("setpriv")
+        if setpriv is not None and not self.context.spec.keep:
+            # Should pytest be killed outright, Vagrant stops making VMs at once; the
+            # next run reaps what it made, by name.
+            argv = [setpriv, "--pdeathsig", "KILL", "--", *argv]
         progress = Progress()
         started = time.monotonic()
         self.context.progress(
@@ -858,6 +863,7 @@ def destroy(
     """``vagrant destroy -f`` in ``directory``, then, with libvirt, every domain and volume
     named ``name_prefix``*; return what was removed."""
     removed: list[str] = []
+    created_networks = _created_networks(directory)
     if (directory / "Vagrantfile").is_file() and (directory / ".vagrant").is_dir():
         log = log_path or directory / "vagrant-destroy.log"
         runner = vagrant.Vagrant(  # type: ignore[no-untyped-call]
@@ -873,6 +879,34 @@ def destroy(
             pass  # what it could not remove, the libvirt pass below does
     if provider == "libvirt":
         removed += remove_libvirt_leftovers(name_prefix, uri)
+        removed += _remove_networks(created_networks, uri)
+    return removed
+
+
+def _created_networks(directory: Path) -> set[str]:
+    """The UUIDs of the networks vagrant-libvirt made for the machines of ``directory``."""
+    return {
+        line.strip()
+        for path in directory.glob(".vagrant/machines/*/libvirt/created_networks")
+        for line in path.read_text().splitlines()
+        if line.strip()
+    }
+
+
+def _remove_networks(uuids: set[str], uri: str) -> list[str]:
+    """Those of ``uuids`` that no machine uses any more: what vagrant-libvirt's own
+    ``destroy`` removes when it runs to the end."""
+    removed = []
+    for uuid in sorted(uuids):
+        xml = virsh(["net-dumpxml", uuid], uri=uri, check=False)
+        if not xml or _network_connections(xml):
+            continue
+        name = ElementTree.fromstring(xml).findtext("name") or uuid  # noqa: S314 - ours
+        if name.startswith(NAME_PREFIX):
+            continue  # the private network: release_libvirt_network's, which knows its users
+        virsh(["net-destroy", uuid], uri=uri, check=False)
+        virsh(["net-undefine", uuid], uri=uri, check=False)
+        removed.append(f"libvirt network {name}")
     return removed
 
 

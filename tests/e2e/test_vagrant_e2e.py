@@ -36,6 +36,8 @@ USER_DATA = Path(__file__).resolve().parent / "data" / "user-data"
 CHECKS = Path(__file__).resolve().parent / "vagrant_machines.py"
 URI = "qemu:///system"
 INNER_TIMEOUT = 45 * 60
+# The test an interrupted or killed inner run is about to run: any that needs the cluster.
+PROBE = "test_private_addresses_are_the_seeds"
 NEEDED = {
     "vagrant": "vagrant",
     "virsh": "libvirt-clients",
@@ -195,10 +197,16 @@ def _build_box() -> tuple[Path, float, str]:
 
 
 def _run_inner(
-    namespace: Namespace, box: Path, vagrant_home: Path, log: Path
+    namespace: Namespace,
+    vagrant_home: Path,
+    args: list[str],
+    log: Path,
+    *,
+    signal_when: tuple[str, signal.Signals] | None = None,
 ) -> tuple[int, list[tuple[float, str]]]:
-    """Run the inner pytest inside the namespace; return its exit status and its output
-    lines, each with the time it arrived (seconds since the start)."""
+    """Run an inner pytest with ``args`` inside the namespace; return its exit status and
+    its output lines, each with the time it arrived (seconds since the start). With
+    ``signal_when`` (a pattern, a signal), send it the signal once a line matches."""
     env = {
         key: value
         for key, value in os.environ.items()
@@ -207,16 +215,7 @@ def _run_inner(
     env.update(VAGRANT_HOME=str(vagrant_home), PYTHONUNBUFFERED="1")
     argv = [
         "ip", "netns", "exec", namespace.name,
-        sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v",
-        "--coreos-provider=vagrant",
-        "--coreos-vagrant-provider=libvirt",
-        "--coreos-discovery=local",
-        "--coreos-instances=3",
-        f"--coreos-box={box}",
-        f"--coreos-user-data={USER_DATA}",
-        "--coreos-boot-timeout=300",
-        "examples/",
-        str(CHECKS.relative_to(REPO)),
+        sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v", *args,
     ]  # fmt: skip
     lines: list[tuple[float, str]] = []
     started = time.monotonic()
@@ -240,6 +239,9 @@ def _run_inner(
                 lines.append((now, line.rstrip("\n")))
                 out.write(f"{now:8.1f} {line}")
                 out.flush()
+                if signal_when is not None and re.search(signal_when[0], line):
+                    os.killpg(inner.pid, signal_when[1])
+                    signal_when = None
                 if now > INNER_TIMEOUT:
                     raise AssertionError(f"the inner pytest ran longer than {INNER_TIMEOUT}s")
             status = inner.wait()
@@ -254,6 +256,18 @@ def _run_inner(
                 inner.wait()
             raise
     return status, lines
+
+
+def _cluster_args(box: Path, instances: int) -> list[str]:
+    return [
+        "--coreos-provider=vagrant",
+        "--coreos-vagrant-provider=libvirt",
+        "--coreos-discovery=local",
+        f"--coreos-instances={instances}",
+        f"--coreos-box={box}",
+        f"--coreos-user-data={USER_DATA}",
+        "--coreos-boot-timeout=300",
+    ]
 
 
 def _seconds(lines: list[tuple[float, str]], pattern: str) -> float | None:
@@ -300,6 +314,29 @@ def _clean_libvirt(namespace: Namespace, pool_existed: bool) -> None:
         namespace.virsh("net-destroy", network, check=False)
 
 
+@contextlib.contextmanager
+def _libvirt_host_files() -> Iterator[None]:
+    """libvirtd writes its runtime state (/run/libvirt), each domain's QEMU log and the
+    pool definition folder on the host's disk: what the run added goes again."""
+    runtime = Path("/run/libvirt")
+    storage = Path("/etc/libvirt/storage")
+    logs = Path("/var/log/libvirt/qemu")
+    had_runtime, had_storage = runtime.exists(), storage.exists()
+    logs_before = set(logs.glob("*.log")) if logs.exists() else set()
+    try:
+        yield
+    finally:
+        for log in set(logs.glob("pytest-coreos-*.log")) - logs_before if logs.exists() else ():
+            log.unlink(missing_ok=True)
+        if not had_runtime:
+            shutil.rmtree(runtime, ignore_errors=True)
+        if not had_storage:
+            with contextlib.suppress(OSError):
+                (storage / "autostart").rmdir()
+            with contextlib.suppress(OSError):
+                storage.rmdir()
+
+
 def test_three_vms_through_the_plugin(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _check_prerequisites()
     timings: dict[str, str] = {}
@@ -316,6 +353,10 @@ def test_three_vms_through_the_plugin(tmp_path: Path, capsys: pytest.CaptureFixt
     inner_status: int | None = None
     lines: list[tuple[float, str]] = []
     left: list[str] = []
+    left_interrupted: list[str] = []
+    left_killed: list[str] = []
+    left_reaped: list[str] = []
+    interrupted = killed = reaped = (-1, [])
     daemons: dict[str, int] = {}
     try:
         with contextlib.ExitStack() as cleanup:
@@ -323,6 +364,7 @@ def test_three_vms_through_the_plugin(tmp_path: Path, capsys: pytest.CaptureFixt
             cleanup.callback(subprocess.run, ["ip", "netns", "delete", namespace.name], check=False)
             namespace.run("ip", "link", "set", "lo", "up")
             cleanup.enter_context(_kvm_device_for_libvirt())
+            cleanup.enter_context(_libvirt_host_files())
             cleanup.callback(namespace.stop_daemons)
             namespace.start_daemon("virtlogd")
             namespace.start_daemon("libvirtd")
@@ -333,8 +375,35 @@ def test_three_vms_through_the_plugin(tmp_path: Path, capsys: pytest.CaptureFixt
             _clean_libvirt(namespace, pool_existed=True)  # a killed earlier run's
             networks_before = set(namespace.names("net-list"))
 
-            inner_status, lines = _run_inner(namespace, box, vagrant_home, log)
+            inner_status, lines = _run_inner(
+                namespace,
+                vagrant_home,
+                [*_cluster_args(box, 3), "examples/", str(CHECKS.relative_to(REPO))],
+                log,
+            )
             left = _leftovers(namespace, networks_before)
+
+            # Ctrl-C while the VM boots: the session stops Vagrant and destroys the VM.
+            interrupted = _run_inner(
+                namespace,
+                vagrant_home,
+                [*_cluster_args(box, 1), f"{CHECKS.relative_to(REPO)}::{PROBE}"],
+                tmp_path / "interrupted.log",
+                signal_when=(r"coreos: core-01: booting", signal.SIGINT),
+            )
+            left_interrupted = _leftovers(namespace, networks_before)
+
+            # kill -9 while the VM boots: the next run's --coreos-reap removes the VM.
+            killed = _run_inner(
+                namespace,
+                vagrant_home,
+                [*_cluster_args(box, 1), f"{CHECKS.relative_to(REPO)}::{PROBE}"],
+                tmp_path / "killed.log",
+                signal_when=(r"coreos: core-01: booting", signal.SIGKILL),
+            )
+            left_killed = _leftovers(namespace, networks_before)
+            reaped = _run_inner(namespace, vagrant_home, ["--coreos-reap"], tmp_path / "reap.log")
+            left_reaped = _leftovers(namespace, networks_before)
     finally:
         shutil.rmtree(vagrant_home, ignore_errors=True)
 
@@ -354,6 +423,21 @@ def test_three_vms_through_the_plugin(tmp_path: Path, capsys: pytest.CaptureFixt
     assert re.search(r"\d+ passed", summary), output[-3000:]
     assert "skipped" not in summary, output[-3000:]
     assert left == [], f"left in libvirt after the inner run: {left}"
+
+    interrupted_output = "\n".join(line for _, line in interrupted[1])
+    assert interrupted[0] == 2, interrupted_output[-3000:]  # pytest's "interrupted"
+    assert "vagrant destroy finished" in interrupted_output, interrupted_output[-3000:]
+    assert left_interrupted == [], f"left after an interrupted vagrant up: {left_interrupted}"
+
+    assert killed[0] == -signal.SIGKILL
+    assert any(name.startswith("domain pytest-coreos-") for name in left_killed), left_killed
+    reaped_output = "\n".join(line for _, line in reaped[1])
+    assert reaped[0] == 0, reaped_output[-3000:]
+    assert re.search(
+        r"coreos: reaped (libvirt domain pytest-coreos-\S+-core-01|vagrant machines in /)",
+        reaped_output,
+    ), reaped_output[-3000:]
+    assert left_reaped == [], f"left after --coreos-reap: {left_reaped}"
     assert (
         namespace.name
         not in subprocess.run(
