@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -172,7 +173,14 @@ def coreos_cluster_factory(request: pytest.FixtureRequest) -> Iterator[ClusterFa
     factory.ready_hook = lambda cluster: _announce_ready(config, cluster)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
-        factory.progress = lambda line: reporter.write_line(f"coreos: {line}")
+        # Shown while a slow boot runs, not captured with the fixture's output.
+        capture = config.pluginmanager.get_plugin("capturemanager")
+
+        def show_progress(line: str) -> None:
+            with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+                reporter.write_line(f"coreos: {line}")
+
+        factory.progress = show_progress
     config.stash[FACTORY_KEY] = factory
     try:
         yield factory
