@@ -418,3 +418,47 @@ def test_vms_are_named_after_the_session_and_the_cluster(tmp_path: Path) -> None
     assert other == tag(tmp_path / "mine" / "cluster-1")
     assert other.endswith("-1")
     assert len(other) == len("0123abcd-1")
+
+
+def test_a_failed_vagrant_up_says_why_with_the_log_and_cleans_up(
+    tmp_path: Path, vagrant_env: dict[str, str]
+) -> None:
+    """Real Vagrant, asked for a provider this machine does not have: no VM is made, and
+    the failure carries Vagrant's reason and log; closing afterwards is quiet."""
+    from pytest_coreos.providers.base import BootContext
+    from pytest_coreos.sshd import generate_ed25519_key
+
+    workdir = tmp_path / "pytest-coreos-0123abcd-xyz" / "cluster-1"
+    workdir.mkdir(parents=True)
+    steps: list[str] = []
+    recorded: list[dict[str, object]] = []
+    context = BootContext(
+        spec=ClusterSpec(
+            provider="vagrant",
+            instances=2,
+            discovery="public",
+            vagrant_provider="no-such-provider",
+            box="coreos-stable",
+        ),
+        workdir=workdir,
+        user_data=render.inject_discovery(
+            render.default_user_data(), "https://discovery.etcd.io/" + "b" * 32
+        ),
+        ssh_key=generate_ed25519_key(tmp_path / "key"),
+        ssh_public_key_path=tmp_path / "key.pub",
+        progress=steps.append,
+        remember=lambda extra: recorded.append(dict(extra)),
+    )
+    vms = provider.create(context)
+    with pytest.raises(provider.VagrantError) as raised:
+        vms.boot()
+    assert "vagrant up: exited with status 1" in str(raised.value)
+    assert str(workdir / "vagrant.log") in str(raised.value)
+    notes = "\n".join(raised.value.__notes__)
+    assert "no-such-provider" in notes
+    # on record before vagrant ran, with the names a reaper needs
+    assert recorded[0]["vagrant"]["name_prefix"] == "pytest-coreos-0123abcd-1-"  # type: ignore[index]
+    assert any(step.startswith("vagrant up: 2 machine(s)") for step in steps)
+    vms.close()
+    vms.close()  # twice is fine
+    assert not provider.addresses_in_use("172.17.8")

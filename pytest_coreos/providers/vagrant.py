@@ -51,7 +51,7 @@ from pytest_coreos.process import tail
 from pytest_coreos.providers.base import BootContext
 from pytest_coreos.ssh import SSHClient
 from pytest_coreos.sshd import generate_ed25519_key
-from pytest_coreos.vagrant_output import Progress, log_line, parse_ssh_config, parse_status
+from pytest_coreos.vagrant_output import Progress, log_line, parse_ssh_config
 
 DEFAULT_PRIVATE_NETWORK = "172.17.8"  # coreos-vagrant's: machines at .101, .102...
 FIRST_HOST = 101
@@ -556,6 +556,7 @@ class VagrantProvider:
         self.machines: list[VagrantMachine] = []
         self.timings: dict[str, float] = {}
         self._closed = False
+        self._up_started = record is not None  # whether any VM may exist
         self._uri = LIBVIRT_URI
         if record is None:
             self.name_prefix = f"{NAME_PREFIX}{session_tag(context)}-"
@@ -667,6 +668,7 @@ class VagrantProvider:
         self.context.progress(
             f"vagrant up: {len(self.machines)} machine(s), log in {self.log_path}"
         )
+        self._up_started = True
         with self.log_path.open("a") as log:
             log.write(f"$ {' '.join(argv)}\n")
             log.flush()
@@ -772,19 +774,6 @@ class VagrantProvider:
             raise failure from error
         self.context.progress(f"{name}: vagrant {command} took {time.monotonic() - started:.1f}s")
 
-    def status(self) -> dict[str, str]:
-        """Each machine's state as the Vagrant provider names it (``vagrant status``)."""
-        argv = [_vagrant_executable(), "status", "--machine-readable"]
-        done = subprocess.run(
-            argv,
-            cwd=self.directory,
-            env=self.vagrant.env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        return parse_status(done.stdout)
-
     # -- the end --------------------------------------------------------------------------
     def close(self) -> None:
         """``vagrant destroy -f``, then whatever of this cluster libvirt still holds."""
@@ -794,6 +783,8 @@ class VagrantProvider:
         removed: list[str] = []
         started = time.monotonic()
         try:
+            if not self._up_started:
+                return  # no VM was ever asked for
             removed = destroy(
                 self.directory,
                 name_prefix=self.name_prefix,

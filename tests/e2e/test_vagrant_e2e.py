@@ -59,13 +59,14 @@ def _check_prerequisites() -> None:
     missing = [f"{tool} ({package})" for tool, package in NEEDED.items() if not _which(tool)]
     if missing:
         pytest.fail("the vagrant e2e test needs: " + ", ".join(missing) + "; run scripts/bootstrap")
-    plugins = subprocess.run(
-        ["vagrant", "plugin", "list"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "VAGRANT_CHECKPOINT_DISABLE": "1"},
-        check=False,
-    )
+    with tempfile.TemporaryDirectory(prefix="pytest-coreos-e2e-vagrant-") as home:
+        plugins = subprocess.run(
+            ["vagrant", "plugin", "list"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "VAGRANT_CHECKPOINT_DISABLE": "1", "VAGRANT_HOME": home},
+            check=False,
+        )
     if "vagrant-libvirt" not in plugins.stdout:
         pytest.fail(
             "the vagrant-libvirt plugin is missing (Debian: apt-get install vagrant-libvirt)"
