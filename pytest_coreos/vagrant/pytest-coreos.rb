@@ -93,6 +93,12 @@ module PytestCoreOS
     end
     machine.vm.provision "pytest-coreos-setup", type: "shell", privileged: true,
       inline: SETUP, args: [name, ip]
+    if SETTINGS["name_prefix"]
+      # libvirt takes default_prefix; VirtualBox is told each machine's name.
+      machine.vm.provider :virtualbox do |virtualbox|
+        virtualbox.name = "#{SETTINGS["name_prefix"]}#{name}"
+      end
+    end
   end
 
   # What a copy of a coreos-vagrant checkout gets on top of its own Vagrantfile.
