@@ -241,6 +241,7 @@ class Cluster:
             progress=self._session.progress,
             remember=self._remember,
             key_prefix=self.prefix,
+            session_id=self._session.session_id,
         )
 
     def start(self) -> Cluster:

@@ -238,6 +238,12 @@ def _kept_lines(factory: ClusterFactory) -> list[str]:
 
 def _how_to_reach(cluster: Cluster) -> list[str]:
     lines = [f"cluster kept running (--coreos-keep): {cluster.workdir}"]
+    if cluster.spec.provider == "vagrant":
+        return [
+            *lines,
+            f"  reach it: cd {cluster.workdir / 'vagrant'} && vagrant ssh core-01",
+            "  remove it: pytest --coreos-reap (or: vagrant destroy -f in that folder)",
+        ]
     key = cluster.workdir.parent / "id_ed25519"  # the key of the session that booted it
     for machine in cluster.machines:
         ssh = machine.ssh

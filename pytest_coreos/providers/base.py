@@ -87,6 +87,7 @@ class BootContext:
         progress: Callable[[str], None] | None = None,
         remember: Callable[[Mapping[str, Any]], None] | None = None,
         key_prefix: str = "/pytest-coreos",
+        session_id: str = "",
     ) -> None:
         self.spec = spec
         self.workdir = workdir
@@ -102,6 +103,8 @@ class BootContext:
         self.remember: Callable[[Mapping[str, Any]], None] = remember or (lambda extra: None)
         # The etcd key prefix that is this session's own (see Cluster.prefix).
         self.key_prefix = key_prefix
+        # The pytest session's id: providers name what they make after it (VMs, networks).
+        self.session_id = session_id
 
     @property
     def etcd(self) -> EtcdBinary:
