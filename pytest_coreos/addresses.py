@@ -31,6 +31,7 @@ def lock_directory() -> Path:
 
 
 def can_bind(address: str, port: int) -> bool:
+    """True if a TCP socket can bind ``address:port`` now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -54,9 +55,11 @@ class AddressBlock:
 
     @property
     def network(self) -> str:
+        """The block in CIDR form, e.g. ``127.112.9.0/24``."""
         return f"127.{self.a}.{self.b}.0/24"
 
     def host(self, n: int) -> str:
+        """The ``n``-th address of the block (1 to 254)."""
         if not 1 <= n <= 254:
             raise ValueError(f"host number {n} outside 1..254")
         return f"127.{self.a}.{self.b}.{n}"

@@ -29,6 +29,7 @@ class EtcdBinary:
 
     @property
     def version_text(self) -> str:
+        """The version as text, e.g. ``3.5.1``."""
         return ".".join(str(part) for part in self.version)
 
 

@@ -71,10 +71,12 @@ class Machine:
 
     @property
     def running(self) -> bool:
+        """True while the machine's etcd runs."""
         return self._control.running
 
     @property
     def etcd_endpoints(self) -> tuple[str, ...]:
+        """The client URLs its etcd advertises."""
         return self.etcd.endpoints
 
     def etcd_client(self, endpoints: Sequence[str], *, timeout: float = 5.0) -> EtcdClient:
@@ -96,6 +98,7 @@ class Machine:
         self.on_change()
 
     def restart(self) -> None:
+        """Stop the machine cleanly, then start it again."""
         self.stop()
         self.start()
 
@@ -109,6 +112,7 @@ class Machine:
         self._control.pause()
 
     def resume(self) -> None:
+        """Let a paused machine run on."""
         self._control.resume()
 
     def logs(self, lines: int = 50) -> str:
@@ -160,6 +164,7 @@ class Cluster:
     # -- the collection of machines --------------------------------------------------
     @property
     def size(self) -> int:
+        """The number of machines the cluster was asked for."""
         return self.spec.instances
 
     def __len__(self) -> int:
@@ -223,10 +228,12 @@ class Cluster:
 
     @property
     def user_data_path(self) -> Path:
+        """The rendered #cloud-config in the workdir."""
         return self.workdir / "user-data"
 
     @property
     def config_rb_path(self) -> Path:
+        """The rendered Vagrant ``config.rb`` in the workdir."""
         return self.workdir / "config.rb"
 
     # -- life cycle ----------------------------------------------------------------
@@ -369,6 +376,7 @@ class Cluster:
 
     @property
     def closed(self) -> bool:
+        """True once :meth:`close` has run."""
         return self._closed
 
     def __enter__(self) -> Cluster:
@@ -727,10 +735,12 @@ class ClusterFactory:
 
     @property
     def kept(self) -> bool:
+        """True if a cluster of this session is left running on purpose."""
         return any(cluster.kept for cluster in self.clusters)
 
     @property
     def failed_boots(self) -> list[Cluster]:
+        """The clusters whose machines started but never became ready."""
         return [cluster for cluster in self.clusters if cluster.boot_failed]
 
     def close(self) -> None:

@@ -38,10 +38,12 @@ class Option:
 
     @property
     def flag(self) -> str:
+        """The command-line flag, e.g. ``--coreos-boot-timeout``."""
         return "--coreos-" + self.name.replace("_", "-")
 
     @property
     def ini(self) -> str:
+        """The ini twin, e.g. ``coreos_boot_timeout``."""
         return "coreos_" + self.name
 
 
@@ -159,6 +161,7 @@ class ClusterSpec:
     vagrant_provider: str | None = None
 
     def to_fields(self) -> dict[str, Any]:
+        """The spec's fields as a dict of their values."""
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
     def to_record(self) -> dict[str, Any]:
@@ -179,6 +182,7 @@ class ClusterSpec:
 
 
 def parse_instances(raw: object, source: str = "--coreos-instances") -> int:
+    """A machine count from the command line or ini, checked against the allowed range."""
     if isinstance(raw, bool):
         raise ConfigError(source, f"{raw!r} is not a whole number")
     try:
@@ -198,6 +202,7 @@ def parse_instances(raw: object, source: str = "--coreos-instances") -> int:
 
 
 def parse_boot_timeout(raw: object, source: str = "--coreos-boot-timeout") -> float:
+    """A boot timeout in seconds, at least the minimum a boot needs."""
     try:
         value = float(str(raw).strip())
     except ValueError:
@@ -212,6 +217,7 @@ def parse_boot_timeout(raw: object, source: str = "--coreos-boot-timeout") -> fl
 
 
 def parse_choice(raw: object, allowed: tuple[str, ...], source: str) -> str:
+    """One of ``allowed``, or a ConfigError naming ``source`` and the choices."""
     value = str(raw).strip()
     if value not in allowed:
         raise ConfigError(source, f"unknown value {value!r}", "allowed: " + ", ".join(allowed))
@@ -219,6 +225,7 @@ def parse_choice(raw: object, allowed: tuple[str, ...], source: str) -> str:
 
 
 def parse_discovery(raw: object, source: str = "--coreos-discovery") -> str:
+    """A discovery mode or an http(s) URL (a service, or a token)."""
     value = str(raw).strip()
     if value in DISCOVERY_MODES:
         return value
@@ -232,6 +239,7 @@ def parse_discovery(raw: object, source: str = "--coreos-discovery") -> str:
 
 
 def parse_bool(raw: object, source: str) -> bool:
+    """A flag's truth value from the command line or an ini file."""
     if isinstance(raw, bool):
         return raw
     text = str(raw).strip().lower()

@@ -25,6 +25,7 @@ SUMMARY_KEY = pytest.StashKey[list[str]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    """Add the ``coreos`` group: every option with its ini twin."""
     group = parser.getgroup("coreos", "CoreOS cluster (pytest-coreos)")
     for option in OPTIONS:
         shown_default = "off" if option.kind == "bool" else option.default
@@ -47,6 +48,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    """Declare the plugin's hooks (see :mod:`pytest_coreos.hooks`)."""
     from pytest_coreos import hooks
 
     pluginmanager.add_hookspecs(hooks)
@@ -94,6 +96,7 @@ def _restore_sigterm() -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    """Resolve the options once (bad values are usage errors) and end on SIGTERM cleanly."""
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and (
         threading.current_thread() is threading.main_thread()
     ):
@@ -117,6 +120,7 @@ def _spec(config: pytest.Config) -> ClusterSpec:
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
+    """One line on the clusters this run boots."""
     spec = config.stash.get(SPEC_KEY, None)
     if spec is None:
         return None
@@ -301,6 +305,7 @@ def _clusters_of(item: pytest.Item) -> list[Cluster]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Notices, kept clusters and failed boots, once, at the end."""
     lines = terminalreporter.config.stash.get(SUMMARY_KEY, [])
     if lines:
         terminalreporter.write_sep("-", "coreos")

@@ -87,10 +87,12 @@ class ManagedProcess:
 
     @property
     def pid(self) -> int | None:
+        """The program's process ID, once started or adopted."""
         return self._pid
 
     @property
     def started(self) -> bool:
+        """True once the program was started (or adopted) here."""
         return self._pid is not None
 
     def to_record(self) -> dict[str, Any]:
@@ -107,6 +109,7 @@ class ManagedProcess:
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any], *, die_with_parent: bool) -> ManagedProcess:
+        """Adopt a program another pytest started, from its record."""
         process = cls(
             record["name"],
             record["argv"],
@@ -150,6 +153,7 @@ class ManagedProcess:
 
     @property
     def running(self) -> bool:
+        """True while the program runs (by PID and start time when adopted)."""
         if self._pid is None:
             return False
         if self.popen is not None:
@@ -158,6 +162,7 @@ class ManagedProcess:
 
     @property
     def exit_status(self) -> int | None:
+        """Its exit status once exited, when it is our child; else None."""
         return self.popen.poll() if self.popen is not None else None
 
     def signal(self, signum: int) -> None:
@@ -204,6 +209,7 @@ class ManagedProcess:
         self.popen = None
 
     def log_tail(self, lines: int = 20) -> str:
+        """The last ``lines`` lines of its log."""
         return tail(self.log_path, lines)
 
 

@@ -53,6 +53,7 @@ def registry_lock() -> Iterator[None]:
 
 
 def record_path(session_id: str) -> Path:
+    """Where session ``session_id`` keeps its record."""
     return registry_directory() / f"{session_id}.json"
 
 
@@ -66,6 +67,7 @@ def write_record(session_id: str, record: Mapping[str, Any]) -> None:
 
 
 def read_records() -> list[dict[str, Any]]:
+    """Every session record in the registry (unreadable ones skipped)."""
     records = []
     for path in sorted(registry_directory().glob("*.json")):
         try:
@@ -76,6 +78,7 @@ def read_records() -> list[dict[str, Any]]:
 
 
 def remove_record(session_id: str) -> None:
+    """Remove a session's record, if any."""
     with contextlib.suppress(FileNotFoundError):
         record_path(session_id).unlink()
 
@@ -88,6 +91,7 @@ def owner_record(pid: int | None = None) -> dict[str, Any]:
 
 
 def owner_alive(record: Mapping[str, Any]) -> bool:
+    """True while the process that owns the record runs."""
     return is_same_process(record["owner_pid"], record.get("owner_start_time"))
 
 
@@ -108,6 +112,7 @@ def kill_recorded(processes: list[Mapping[str, Any]]) -> list[str]:
 
 
 def delete_namespaces(names: list[str]) -> list[str]:
+    """Delete the named network namespaces that exist; return what was deleted."""
     deleted = []
     for name in names:
         if Path("/run/netns", name).exists():
@@ -227,6 +232,7 @@ def share_lock(key: str) -> Iterator[None]:
 
 
 def read_share(key: str) -> dict[str, Any] | None:
+    """The shared cluster's users count and whereabouts, if it exists."""
     try:
         share: dict[str, Any] = json.loads(_share_path(key).read_text())
     except (OSError, ValueError):
@@ -247,6 +253,7 @@ def write_share(key: str, share: Mapping[str, Any] | None) -> None:
 
 
 def find_cluster(session_id: str, name: str) -> dict[str, Any] | None:
+    """One cluster's entry in a session's record, if both exist."""
     try:
         record = json.loads(record_path(session_id).read_text())
     except (OSError, ValueError):

@@ -20,19 +20,26 @@ class MachineControl(Protocol):
     """What a provider does to one of its machines; :class:`Machine` delegates to it."""
 
     @property
-    def running(self) -> bool: ...
+    def running(self) -> bool:
+        """True while the machine runs."""
 
-    def start(self) -> None: ...
+    def start(self) -> None:
+        """Start the machine (again)."""
 
-    def stop(self) -> None: ...
+    def stop(self) -> None:
+        """Stop the machine cleanly."""
 
-    def kill(self) -> None: ...
+    def kill(self) -> None:
+        """Stop the machine at once, as a power cut would."""
 
-    def pause(self) -> None: ...
+    def pause(self) -> None:
+        """Freeze the machine."""
 
-    def resume(self) -> None: ...
+    def resume(self) -> None:
+        """Let a frozen machine run on."""
 
-    def logs(self, lines: int) -> str: ...
+    def logs(self, lines: int) -> str:
+        """The tail of the machine's etcd log."""
 
     def check_alive(self) -> None:
         """Raise :class:`ProcessError` if the machine's etcd has exited on its own."""
@@ -70,7 +77,10 @@ class Provider(Protocol):
 
 
 class ProviderFactory(Protocol):
-    def __call__(self, context: BootContext) -> Provider: ...
+    """A provider module's ``create(context)``."""
+
+    def __call__(self, context: BootContext) -> Provider:
+        """A provider for one cluster."""
 
 
 class BootContext:

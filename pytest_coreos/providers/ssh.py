@@ -83,27 +83,34 @@ class AttachedControl:
 
     @property
     def running(self) -> bool:
+        """False after a fault stopped its etcd."""
         return not self._stopped
 
     def start(self) -> None:
+        """Start etcd's unit."""
         self._systemctl("start")
         self._stopped = False
 
     def stop(self) -> None:
+        """Stop etcd's unit."""
         self._systemctl("stop")
         self._stopped = True
 
     def kill(self) -> None:
+        """SIGKILL etcd through its unit."""
         self._systemctl("kill", "--signal=SIGKILL")
         self._stopped = True
 
     def pause(self) -> None:
+        """SIGSTOP etcd through its unit."""
         self._systemctl("kill", "--signal=SIGSTOP")
 
     def resume(self) -> None:
+        """SIGCONT etcd through its unit."""
         self._systemctl("kill", "--signal=SIGCONT")
 
     def logs(self, lines: int) -> str:
+        """The tail of etcd's journal."""
         unit = self._unit or "etcd*"
         result = self.ssh.run(
             ["journalctl", "--no-pager", "-n", str(lines), "-u", unit], check=False
@@ -138,12 +145,15 @@ class SSHProvider:
 
     @property
     def pids(self) -> list[int]:
+        """None: the machines' processes are not this host's."""
         return []
 
     def discovery_url(self) -> str:
+        """None needed: the machines already form a cluster."""
         return ""  # the machines are already a cluster
 
     def boot(self) -> list[Machine]:
+        """Log in to each host and match it to its etcd member; start nothing."""
         spec = self.context.spec
         user = getpass.getuser()
         targets = [split_host(entry, user) for entry in spec.hosts]
@@ -181,6 +191,7 @@ class SSHProvider:
                 ) from error
 
     def describe(self) -> dict[str, Any]:
+        """What the state record needs: the hosts, nothing to reap."""
         return {"processes": [], "namespaces": [], "hosts": list(self.context.spec.hosts)}
 
     def close(self) -> None:
@@ -196,15 +207,19 @@ class SSHProvider:
                 client.v3.delete(prefix, prefix=True)
 
     def detach(self) -> None:
+        """The same as close: nothing is kept or destroyed."""
         self.close()
 
     def partition(self, groups: Any) -> None:
+        """Refused: the machines are not the plugin's to cut apart."""
         raise CoreOSError("the ssh provider cannot partition machines it does not own")
 
 
 def create(context: BootContext) -> SSHProvider:
+    """The ssh provider for one cluster."""
     return SSHProvider(context)
 
 
 def attach(context: BootContext, record: Mapping[str, Any]) -> SSHProvider:
+    """Refused: attached machines are never kept."""
     raise ConfigError("--coreos-reuse", "machines of the ssh provider are never kept")
