@@ -14,7 +14,7 @@ from typing import Any
 
 from pytest_coreos.errors import ConfigError
 
-PROVIDERS = ("local", "vagrant", "ssh")
+PROVIDERS = ("local", "vagrant", "ssh", "nspawn")
 # Where --coreos-discovery is not given: VMs reach discovery.etcd.io like a user would;
 # machines on this host use the private service.
 DEFAULT_DISCOVERY = {"local": "local", "vagrant": "public", "ssh": "static"}

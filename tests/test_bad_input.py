@@ -45,7 +45,7 @@ CASES = {
     "unknown provider": Case(
         ("--coreos-provider=docker",),
         USAGE,
-        "--coreos-provider: unknown value 'docker' (allowed: local, vagrant, ssh)",
+        "--coreos-provider: unknown value 'docker' (allowed: local, vagrant, ssh, nspawn)",
     ),
     "unknown channel": Case(
         ("--coreos-channel=nightly",),

@@ -17,6 +17,7 @@ PROVIDER_MODULES = {
     "local": "pytest_coreos.providers.local",
     "vagrant": "pytest_coreos.providers.vagrant",
     "ssh": "pytest_coreos.providers.ssh",
+    "nspawn": "pytest_coreos.providers.nspawn",
 }
 
 

@@ -202,7 +202,46 @@ class LocalMachine:
                 )
 
 
-class LocalProvider:
+class LabDiscovery:
+    """``discovery_url()`` for a provider whose machines live in a network lab: they reach
+    nothing outside it, so the cluster gets a discovery service of its own on the lab's
+    hub (shared by the local provider's netns mode and the nspawn provider)."""
+
+    context: BootContext
+    lab: NetworkLab | None
+    discovery: DiscoveryService | None
+    discovery_hint = "use local or static with --coreos-network=netns"
+
+    def describe(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def discovery_url(self) -> str | None:
+        """The lab's own discovery service's URL for the cluster; None outside a lab or
+        with static discovery (the session's service, or none)."""
+        spec = self.context.spec
+        if self.lab is None or spec.discovery == "static":
+            return None
+        if spec.discovery != "local":
+            raise ConfigError(
+                "--coreos-discovery",
+                f"{spec.discovery!r} cannot be reached from machines in network namespaces",
+                self.discovery_hint,
+            )
+        self.discovery = DiscoveryService(
+            find_etcd(),
+            self.context.workdir / "discovery",
+            address=self.lab.hub_address,
+            command=self.lab.hub_command,
+            session=self.lab.requests_session(),
+            die_with_parent=not spec.keep,
+        )
+        self.context.remember(self.describe())
+        self.discovery.start(timeout=spec.boot_timeout)
+        self.context.remember(self.describe())
+        return self.discovery.new_cluster(spec.instances)
+
+
+class LocalProvider(LabDiscovery):
     """Boots a cluster of local machines on a loopback block of its own."""
 
     def __init__(self, context: BootContext) -> None:
@@ -427,32 +466,7 @@ class NewLocalProvider(LocalProvider):
         self.binaries = (find_sshd(context.spec.sshd_binary), etcd.path)
         self.etcd_version = etcd.version
         if context.spec.network == "netns":
-            self.lab = _new_lab(context)
-
-    def discovery_url(self) -> str | None:
-        """In a network lab the machines reach nothing outside it: the cluster gets a
-        discovery service of its own on the lab's hub. Elsewhere: None (the session's)."""
-        spec = self.context.spec
-        if self.lab is None or spec.discovery == "static":
-            return None
-        if spec.discovery != "local":
-            raise ConfigError(
-                "--coreos-discovery",
-                f"{spec.discovery!r} cannot be reached from machines in network namespaces",
-                "use local or static with --coreos-network=netns",
-            )
-        self.discovery = DiscoveryService(
-            find_etcd(),
-            self.context.workdir / "discovery",
-            address=self.lab.hub_address,
-            command=self.lab.hub_command,
-            session=self.lab.requests_session(),
-            die_with_parent=not spec.keep,
-        )
-        self.context.remember(self.describe())
-        self.discovery.start(timeout=spec.boot_timeout)
-        self.context.remember(self.describe())
-        return self.discovery.new_cluster(spec.instances)
+            self.lab = new_lab(context)
 
 
 class AttachedLocalProvider(LocalProvider):
@@ -499,15 +513,16 @@ def attach(context: BootContext, record: Mapping[str, Any]) -> LocalProvider:
     return AttachedLocalProvider(context, record)
 
 
-def _new_lab(context: BootContext) -> NetworkLab:
-    """A network lab for the cluster, on record before anything of it exists."""
+def new_lab(
+    context: BootContext,
+    option: str = "--coreos-network",
+    hint: str = "use --coreos-network=loopback",
+) -> NetworkLab:
+    """A network lab for the cluster, on record before anything of it exists; a
+    ConfigError naming ``option`` where labs cannot be made here."""
     reason = netns_supported()
     if reason is not None:
-        raise ConfigError(
-            "--coreos-network",
-            f"netns is not available here: {reason}",
-            "use --coreos-network=loopback",
-        )
+        raise ConfigError(option, f"netns is not available here: {reason}", hint)
     lab = NetworkLab(secrets.token_hex(5), LAB_SUBNET)
     names = [lab.hub] + [
         f"{NAMESPACE_PREFIX}{lab.lab_id}-{name}" for name in machine_names(context.spec.instances)

@@ -1,0 +1,84 @@
+"""The nspawn provider on real systemd-nspawn containers of the stand-in rootfs (root only,
+as CI runs): each booted machine runs systemd, sshd and etcd, inside a network lab that
+the plugin reaches only from the lab's hub."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pytest_coreos import EtcdError
+from pytest_coreos.errors import ConfigError
+from pytest_coreos.netns import lab_namespaces
+
+EXAMPLES = Path(__file__).parent.parent / "examples" / "test_etcd_cluster.py"
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("systemd-nspawn") is None,
+    reason="containers need root and systemd-nspawn (CI runs these tests as root)",
+)
+
+
+def nspawn_processes() -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if cmdline and cmdline[0].endswith(b"systemd-nspawn"):
+                found.append(entry.name)
+    return found
+
+
+def test_without_root_the_provider_says_so(coreos_cluster_factory, monkeypatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(ConfigError, match="--coreos-provider: nspawn needs root"):
+        coreos_cluster_factory(instances=1, provider="nspawn")
+
+
+@needs_root
+def test_a_cluster_of_containers_boots_survives_a_kill_and_leaves_nothing(
+    coreos_cluster_factory,
+) -> None:
+    namespaces_before = set(lab_namespaces())
+    with coreos_cluster_factory(instances=3, provider="nspawn") as cluster:
+        print(f"nspawn cluster of 3 ready in {cluster.timings['total']:.2f}s: {cluster.timings}")
+        for machine in cluster.machines:
+            assert machine.ssh.run("hostname").stdout == machine.name + "\n"
+            assert machine.ssh.run(["systemctl", "is-active", "etcd", "ssh"]).ok
+            # A container of its own: systemd is PID 1 there.
+            assert machine.ssh.run("cat /proc/1/comm").stdout == "systemd\n"
+        assert len(cluster.etcd.members()) == 3
+        assert len(nspawn_processes()) >= 3
+        victim = cluster["core-03"]
+        victim.kill()
+        assert not victim.running
+        cluster.wait_until_healthy()
+        cluster["core-01"].etcd.set("/after-kill", "yes")
+        assert cluster["core-02"].etcd.get("/after-kill") == "yes"
+        with pytest.raises(EtcdError):
+            victim.etcd.get("/after-kill")
+        # Booted again, it rejoins with its own data (its etcd folder outlives the boot).
+        victim.start()
+        cluster.wait_until_healthy(timeout=60)
+        assert victim.etcd.get("/after-kill") == "yes"
+        assert victim.ssh.run("hostname").stdout == "core-03\n"
+    assert nspawn_processes() == []
+    assert set(lab_namespaces()) == namespaces_before
+
+
+@needs_root
+def test_the_user_test_file_passes_against_containers(inner: pytest.Pytester) -> None:
+    namespaces_before = set(lab_namespaces())
+    inner.makepyfile(test_examples=EXAMPLES.read_text())
+    result = inner.runpytest_subprocess(
+        "--coreos-provider=nspawn", "--coreos-instances=3", "-p", "no:cacheprovider"
+    )
+    result.assert_outcomes(passed=7)
+    assert nspawn_processes() == []
+    assert set(lab_namespaces()) == namespaces_before
