@@ -4,8 +4,12 @@ the plugin reaches only from the lab's hub."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -82,3 +86,58 @@ def test_the_user_test_file_passes_against_containers(inner: pytest.Pytester) ->
     result.assert_outcomes(passed=7)
     assert nspawn_processes() == []
     assert set(lab_namespaces()) == namespaces_before
+
+
+@needs_root
+def test_a_killed_pytest_leaves_containers_that_the_next_run_reaps(inner) -> None:
+    """SIGKILL to pytest ends systemd-nspawn (pdeathsig) but not the container's init,
+    which outlives it: the state record names that too, and --coreos-reap ends it."""
+    namespaces_before = set(lab_namespaces())
+    inner.makepyfile(test_hold=HOLD)
+    record = inner.path / "record.json"
+    env = {**os.environ, "RECORD": str(record)}
+    env.pop("PYTEST_ADDOPTS", None)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+         "--coreos-provider=nspawn", "--coreos-instances=2"],
+        cwd=inner.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not record.exists():
+        assert run.poll() is None, run.communicate()[0]
+        assert time.monotonic() < deadline, "the cluster never booted"
+        time.sleep(0.05)
+    pids = json.loads(record.read_text())["pids"]
+    assert len(pids) == 4  # systemd-nspawn and the container's init, per machine
+    run.kill()
+    run.communicate(timeout=30)
+    reap = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--coreos-reap"],
+        cwd=inner.path, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert reap.returncode == 0, reap.stdout + reap.stderr
+    deadline = time.monotonic() + 10
+    while [pid for pid in pids if _alive(pid)] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in pids if _alive(pid)]
+    assert nspawn_processes() == []
+    assert set(lab_namespaces()) == namespaces_before
+
+
+HOLD = """
+import json, os, time
+
+def test_hold(coreos_cluster):
+    with open(os.environ["RECORD"] + ".tmp", "w") as out:
+        json.dump({"pids": coreos_cluster.pids}, out)
+    os.rename(os.environ["RECORD"] + ".tmp", os.environ["RECORD"])
+    time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
