@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_coreos import EtcdError
+from pytest_coreos import BootTimeoutError, EtcdError
 from pytest_coreos.errors import ConfigError
 from pytest_coreos.netns import lab_namespaces
 
@@ -74,6 +74,24 @@ def test_a_cluster_of_containers_boots_survives_a_kill_and_leaves_nothing(
         assert victim.ssh.run("hostname").stdout == "core-03\n"
     assert nspawn_processes() == []
     assert set(lab_namespaces()) == namespaces_before
+
+
+@needs_root
+def test_stop_start_and_pause_resume_a_container(coreos_cluster_factory) -> None:
+    with coreos_cluster_factory(instances=3, provider="nspawn") as cluster:
+        machine = cluster["core-02"]
+        machine.stop()  # a clean shutdown of the container's systemd
+        assert not machine.running
+        cluster.etcd.set("/while-stopped", "1")
+        machine.start()
+        cluster.wait_until_healthy(timeout=60)
+        assert machine.etcd.get("/while-stopped") == "1"
+        machine.pause()
+        with pytest.raises(BootTimeoutError, match="core-02"):
+            cluster.wait_until_healthy(timeout=1)
+        machine.resume()
+        cluster.wait_until_healthy(timeout=60)
+        assert "etcd" in machine.logs(200)  # the container's journal
 
 
 @needs_root
