@@ -26,17 +26,31 @@ needs_root = pytest.mark.skipif(
 )
 
 
-def nspawn_processes() -> list[str]:
-    found = []
+def nspawn_processes(under: Path | str) -> dict[int, list[str]]:
+    """The systemd-nspawn processes of the clusters under ``under`` (their bind mounts
+    name it), by PID, with their command lines: other tests may run containers too."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+                cmdline = (entry / "cmdline").read_bytes().decode().split("\0")
             except OSError:
                 continue
-            if cmdline and cmdline[0].endswith(b"systemd-nspawn"):
-                found.append(entry.name)
+            if cmdline[0].endswith("systemd-nspawn") and str(under) in " ".join(cmdline):
+                found[int(entry.name)] = cmdline
     return found
+
+
+def lab_of(processes: dict[int, list[str]]) -> set[str]:
+    """The network namespaces of the containers' lab, its hub included."""
+    prefix = "--network-namespace-path=/run/netns/"
+    machines = {
+        arg.removeprefix(prefix)
+        for cmdline in processes.values()
+        for arg in cmdline
+        if arg.startswith(prefix)
+    }
+    return machines | {name.rsplit("-core-", 1)[0] + "-hub" for name in machines}
 
 
 def test_without_root_the_provider_says_so(coreos_cluster_factory, monkeypatch) -> None:
@@ -49,7 +63,6 @@ def test_without_root_the_provider_says_so(coreos_cluster_factory, monkeypatch) 
 def test_a_cluster_of_containers_boots_survives_a_kill_and_leaves_nothing(
     coreos_cluster_factory,
 ) -> None:
-    namespaces_before = set(lab_namespaces())
     with coreos_cluster_factory(instances=3, provider="nspawn") as cluster:
         print(f"nspawn cluster of 3 ready in {cluster.timings['total']:.2f}s: {cluster.timings}")
         for machine in cluster.machines:
@@ -58,7 +71,11 @@ def test_a_cluster_of_containers_boots_survives_a_kill_and_leaves_nothing(
             # A container of its own: systemd is PID 1 there.
             assert machine.ssh.run("cat /proc/1/comm").stdout == "systemd\n"
         assert len(cluster.etcd.members()) == 3
-        assert len(nspawn_processes()) >= 3
+        containers = nspawn_processes(cluster.workdir)
+        assert len(containers) == 3
+        namespaces = lab_of(containers)
+        assert len(namespaces) == 4
+        assert namespaces <= set(lab_namespaces())
         victim = cluster["core-03"]
         victim.kill()
         assert not victim.running
@@ -72,8 +89,10 @@ def test_a_cluster_of_containers_boots_survives_a_kill_and_leaves_nothing(
         cluster.wait_until_healthy(timeout=60)
         assert victim.etcd.get("/after-kill") == "yes"
         assert victim.ssh.run("hostname").stdout == "core-03\n"
-    assert nspawn_processes() == []
-    assert set(lab_namespaces()) == namespaces_before
+        pids = cluster.pids
+    assert not [pid for pid in pids if _alive(pid)]
+    assert nspawn_processes(cluster.workdir) == {}
+    assert not namespaces & set(lab_namespaces())
 
 
 @needs_root
@@ -96,21 +115,18 @@ def test_stop_start_and_pause_resume_a_container(coreos_cluster_factory) -> None
 
 @needs_root
 def test_the_user_test_file_passes_against_containers(inner: pytest.Pytester) -> None:
-    namespaces_before = set(lab_namespaces())
     inner.makepyfile(test_examples=EXAMPLES.read_text())
     result = inner.runpytest_subprocess(
         "--coreos-provider=nspawn", "--coreos-instances=3", "-p", "no:cacheprovider"
     )
     result.assert_outcomes(passed=7)
-    assert nspawn_processes() == []
-    assert set(lab_namespaces()) == namespaces_before
+    assert nspawn_processes(inner.path) == {}
 
 
 @needs_root
 def test_a_killed_pytest_leaves_containers_that_the_next_run_reaps(inner) -> None:
     """SIGKILL to pytest ends systemd-nspawn (pdeathsig) but not the container's init,
     which outlives it: the state record names that too, and --coreos-reap ends it."""
-    namespaces_before = set(lab_namespaces())
     inner.makepyfile(test_hold=HOLD)
     record = inner.path / "record.json"
     env = {**os.environ, "RECORD": str(record)}
@@ -127,6 +143,8 @@ def test_a_killed_pytest_leaves_containers_that_the_next_run_reaps(inner) -> Non
         time.sleep(0.05)
     pids = json.loads(record.read_text())["pids"]
     assert len(pids) == 4  # systemd-nspawn and the container's init, per machine
+    namespaces = lab_of(nspawn_processes(inner.path))
+    assert len(namespaces) == 3
     run.kill()
     run.communicate(timeout=30)
     reap = subprocess.run(
@@ -138,8 +156,8 @@ def test_a_killed_pytest_leaves_containers_that_the_next_run_reaps(inner) -> Non
     while [pid for pid in pids if _alive(pid)] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not [pid for pid in pids if _alive(pid)]
-    assert nspawn_processes() == []
-    assert set(lab_namespaces()) == namespaces_before
+    assert nspawn_processes(inner.path) == {}
+    assert not namespaces & set(lab_namespaces())
 
 
 HOLD = """
