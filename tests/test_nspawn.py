@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -20,9 +19,10 @@ from pytest_coreos.netns import lab_namespaces
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "test_etcd_cluster.py"
 
+# Only root can run containers; as root a missing systemd-nspawn is a failure to see
+# (scripts/bootstrap installs systemd-container), not a reason to skip.
 needs_root = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("systemd-nspawn") is None,
-    reason="containers need root and systemd-nspawn (CI runs these tests as root)",
+    os.geteuid() != 0, reason="containers need root (CI runs these tests as root)"
 )
 
 
