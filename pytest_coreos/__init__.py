@@ -13,10 +13,12 @@ from pytest_coreos.errors import (
     DiscoveryError,
     EtcdError,
     EtcdKeyNotFoundError,
+    FleetError,
     ProcessError,
     SSHCommandError,
     SSHError,
     SSHHostKeyError,
+    UnitError,
     UserDataError,
 )
 from pytest_coreos.etcd import EtcdClient
@@ -38,11 +40,13 @@ __all__ = [
     "EtcdClient",
     "EtcdError",
     "EtcdKeyNotFoundError",
+    "FleetError",
     "Machine",
     "ProcessError",
     "SSHClient",
     "SSHCommandError",
     "SSHError",
     "SSHHostKeyError",
+    "UnitError",
     "UserDataError",
 ]

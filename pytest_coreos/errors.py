@@ -136,3 +136,27 @@ class SSHCommandError(SSHError):
         if tail:
             problem += f"; stderr:\n{tail}"
         super().__init__(target, problem)
+
+
+class UnitError(CoreOSError):
+    """A systemd unit did not reach the state asked for, or cannot be managed on a machine
+    (the local provider runs no systemd)."""
+
+    def __init__(self, machine: str, problem: str, journal: str = "") -> None:
+        self.machine = machine
+        self.problem = problem
+        self.journal = journal
+        message = f"{machine}: {problem}"
+        if journal:
+            message += f"\n--- journal (last lines) ---\n{journal.rstrip()}"
+        super().__init__(message)
+
+
+class FleetError(CoreOSError):
+    """A fleetctl command failed, its output could not be read, or the machine has no
+    fleetctl at all."""
+
+    def __init__(self, machine: str, problem: str) -> None:
+        self.machine = machine
+        self.problem = problem
+        super().__init__(f"fleet on {machine}: {problem}")
