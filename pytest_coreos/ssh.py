@@ -20,7 +20,6 @@ from types import TracebackType
 from typing import Never, Self
 
 import paramiko
-from paramiko.ssh_exception import NoValidConnectionsError
 
 from pytest_coreos.errors import SSHCommandError, SSHError, SSHHostKeyError
 
@@ -213,9 +212,14 @@ class SSHClient:
     def _login(self, client: paramiko.SSHClient) -> None:
         timeout = self.connect_timeout
         try:
-            sock = None
             if self.sock_factory is not None:
                 sock = self.sock_factory(self.host, self.port, timeout)
+            else:
+                sock = socket.create_connection((self.host, self.port), timeout)
+            # SSH's small key-exchange and authentication packets wait for delayed ACKs
+            # otherwise: a login takes ~60 ms instead of ~20.
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client.connect(
                 self.host,
                 self.port,
@@ -250,18 +254,11 @@ class SSHClient:
                 f"authentication failed for user {self.username!r} with key "
                 f"{_describe_key(self.private_key)}: {error}",
             ) from error
-        except NoValidConnectionsError as error:
-            reasons = list(error.errors.values())
-            if reasons and all(isinstance(reason, ConnectionRefusedError) for reason in reasons):
-                problem = "connection refused (is sshd running and listening there?)"
-            else:
-                problem = f"cannot connect: {error}"
-            raise SSHError(self.target, problem) from error
         except TimeoutError as error:
             raise SSHError(
                 self.target, f"no answer within {timeout:g}s while connecting: {error}"
             ) from error
-        except ConnectionRefusedError as error:  # from sock_factory
+        except ConnectionRefusedError as error:
             raise SSHError(
                 self.target, "connection refused (is sshd running and listening there?)"
             ) from error
