@@ -119,6 +119,9 @@ def render_sshd_config(settings: SshdSettings) -> str:
         # Built into sshd, so no sftp-server binary has to be found.
         ("Subsystem", "sftp internal-sftp"),
         ("LogLevel", "VERBOSE"),
+        # bash started by sshd reads ~/.bashrc unless it runs nested (SHLVL>=1): commands
+        # on a machine must not depend on, or wait for, the user's interactive shell setup.
+        ("SetEnv", "SHLVL=1"),
     ]
     version = settings.openssh_version
     if version is not None and version >= PER_SOURCE_PENALTIES_SINCE:

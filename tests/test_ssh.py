@@ -613,6 +613,7 @@ def test_render_sshd_config_exact_text() -> None:
         "MaxSessions 100\n"
         "Subsystem sftp internal-sftp\n"
         "LogLevel VERBOSE\n"
+        "SetEnv SHLVL=1\n"
     )
 
 
@@ -624,7 +625,7 @@ def test_render_sshd_config_turns_off_penalties_where_sshd_has_them() -> None:
         "127.1.2.3", 22, Path("/k"), Path("/a"), "root", Path("/p"), openssh_version=(9, 7)
     )
 
-    assert render_sshd_config(settings).endswith("LogLevel VERBOSE\nPerSourcePenalties no\n")
+    assert render_sshd_config(settings).endswith("SetEnv SHLVL=1\nPerSourcePenalties no\n")
     assert "PerSourcePenalties" not in render_sshd_config(older)
 
 
