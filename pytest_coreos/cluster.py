@@ -10,7 +10,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from pytest_coreos.binaries import EtcdBinary, find_etcd
 from pytest_coreos.discovery import DiscoveryService, check_token, is_token_url, request_token
 from pytest_coreos.errors import (
     BinaryNotFoundError,
+    BootTimeoutError,
     CoreOSError,
     EtcdError,
     SSHError,
@@ -279,7 +281,7 @@ class Cluster:
             self._watch_machines()
             clock.lap("spawn")
             self.notices.extend(n for n in self._provider.notices if n not in self.notices)
-            self.wait_until_healthy(self.spec.boot_timeout)
+            self._wait_ready(self.spec.boot_timeout, fresh=True)
             clock.lap("ready")
             self.timings["total"] = clock.total
         except BaseException:
@@ -387,76 +389,33 @@ class Cluster:
 
     # -- waiting -------------------------------------------------------------------
     def wait_until_healthy(self, timeout: float | None = None) -> None:
-        """Wait until every running machine's etcd lists all members with client URLs and
-        is healthy, and every running machine accepts an SSH login."""
-        timeout = self.spec.boot_timeout if timeout is None else timeout
-        running = [machine for machine in self.machines if machine.running]
-        started = time.perf_counter()
-        logins = _LoginWatcher(running, started)
-        # Probes of their own with a short timeout: etcd 3.4 holds /health open while a
-        # member has no leader, and one slow member must not stall the others' checks.
-        probes = {m.name: m.etcd_client(m.etcd_endpoints, timeout=0.5) for m in running}
-        try:
-            poll(
-                lambda: self._check_ready(running, probes, logins, started),
-                what=f"{len(running)} machine(s) of the cluster to be ready",
-                timeout=timeout,
-                hint=f"logs are in {self.workdir}; raise --coreos-boot-timeout if the "
-                "machine is just slow",
-                notes=lambda: [
-                    f"--- {m.name} etcd log (last lines) ---\n{m.logs(15)}" for m in running
-                ],
-            )
-        finally:
-            logins.close()
-            for probe in probes.values():
-                probe.close()
+        """Wait until every running machine's etcd lists all members with client URLs, is
+        healthy and names a running member as leader, and every running machine accepts
+        an SSH login."""
+        self._wait_ready(self.spec.boot_timeout if timeout is None else timeout, fresh=False)
 
-    def _check_ready(
-        self,
-        running: Sequence[Machine],
-        probes: Mapping[str, EtcdClient],
-        logins: _LoginWatcher,
-        started: float,
-    ) -> None:
-        """Ready means: every running member lists all members with client URLs, is
-        healthy, and names as leader a member that is running; every machine takes an SSH
-        login. The leader check matters after a fault: until the others notice that the
-        leader is gone they still report healthy, and writes sent then are lost."""
-        expected = self.spec.instances
-        running_names = {machine.name for machine in running}
-        seen: list[str] = []
-        ready = True
-        for machine in running:
-            machine.check_alive()
-            probe = probes[machine.name]
-            try:
-                members = probe.members()
-                leader = probe.leader() if len(members) == expected else None
-            except EtcdError as error:
-                seen.append(f"{machine.name}: etcd not answering ({error.problem})")
-                ready = False
-                continue
-            serving = [member for member in members if member.client_urls]
-            names = sorted(member.name or "(joining)" for member in members)
-            state = f"{machine.name}: {len(serving)}/{expected} members {names}"
-            if len(serving) != expected:
-                ready = False
-            elif leader is None or leader.name not in running_names:
-                ready = False
-                state += f", leader {leader.name if leader else 'none'} not running"
-            elif not probe.health():
-                ready = False
-                state += " (not healthy yet)"
-            elif machine.etcd_ready_after is None:
-                machine.etcd_ready_after = time.perf_counter() - started
-            seen.append(state)
-        waiting_ssh = logins.pending()
-        if waiting_ssh:
-            ready = False
-            seen.append("no SSH login yet on " + ", ".join(waiting_ssh))
-        if not ready:
-            raise NotReady("etcd members per machine: " + "; ".join(seen))
+    def _wait_ready(self, timeout: float, *, fresh: bool) -> None:
+        """The wait itself. ``fresh``: right after a boot, where a member lists every
+        member with client URLs only once each has published itself through a leader, so
+        the member list alone says the cluster serves; after a fault it does not (a dead
+        leader stays listed), so leader and health are checked too."""
+        running = [machine for machine in self.machines if machine.running]
+        watch = _ReadyWatch(running, self.spec.instances, fresh=fresh, timeout=timeout)
+        try:
+            if watch.wait(timeout):
+                return
+            error = BootTimeoutError(
+                f"{len(running)} machine(s) of the cluster to be ready",
+                timeout,
+                watch.state(),
+                f"logs are in {self.workdir}; raise --coreos-boot-timeout if the machine "
+                "is just slow",
+            )
+            for machine in running:
+                error.add_note(f"--- {machine.name} etcd log (last lines) ---\n{machine.logs(15)}")
+            raise error
+        finally:
+            watch.close()
 
 
 class _Stopwatch:
@@ -476,42 +435,110 @@ class _Stopwatch:
         return time.perf_counter() - self.start
 
 
-class _LoginWatcher:
-    """Logs in to every machine over SSH in parallel, retrying until each succeeds."""
+class _Stopped(Exception):
+    """The wait is over (done elsewhere, failed or timed out): a watcher stops."""
 
-    def __init__(self, machines: Sequence[Machine], started: float) -> None:
-        self._started = started
+
+class _ReadyWatch:
+    """Watches every machine at once: one thread per machine polls its etcd, one logs in
+    over SSH, so a slow member delays no other check and the wait ends as soon as the
+    last one is ready (checking members one after another costs every tick N requests)."""
+
+    def __init__(
+        self, machines: Sequence[Machine], expected: int, *, fresh: bool, timeout: float
+    ) -> None:
+        self._expected = expected
+        self._fresh = fresh
+        self._running = {machine.name for machine in machines}
+        # The watchers' own polls outlast the wait, which gives up first and says why.
+        self._timeout = timeout + 1.0
         self._stop = threading.Event()
+        self._started = time.perf_counter()
+        self._states = {machine.name: "not asked yet" for machine in machines}
         self._pool = ThreadPoolExecutor(
-            max_workers=max(1, len(machines)), thread_name_prefix="coreos-ssh"
+            max_workers=max(1, 2 * len(machines)), thread_name_prefix="coreos-ready"
         )
-        self._futures: dict[str, Future[None]] = {
-            machine.name: self._pool.submit(self._login, machine) for machine in machines
-        }
+        self._etcd: dict[str, Future[None]] = {}
+        self._ssh: dict[str, Future[None]] = {}
+        for machine in machines:
+            self._etcd[machine.name] = self._pool.submit(self._watch_etcd, machine)
+            self._ssh[machine.name] = self._pool.submit(self._watch_ssh, machine)
 
-    def _login(self, machine: Machine) -> None:
-        delay = 0.005
-        while not self._stop.is_set():
-            try:
-                machine.ssh.connect()
-                machine.ssh_ready_after = time.perf_counter() - self._started
-                return
-            except SSHHostKeyError:
-                raise  # waiting will not change the key
-            except SSHError:
-                self._stop.wait(delay)
-                delay = min(delay * 2, 0.1)
+    def wait(self, timeout: float) -> bool:
+        """True once all are ready; False at ``timeout``; a watcher's error propagates."""
+        futures = [*self._etcd.values(), *self._ssh.values()]
+        done, _ = wait_futures(futures, timeout=timeout, return_when=FIRST_EXCEPTION)
+        for future in done:
+            future.result()  # raises what the watcher hit
+        return len(done) == len(futures)
 
-    def pending(self) -> list[str]:
-        """Machines not logged in to yet; raises a login error that waiting cannot fix."""
-        for future in self._futures.values():
-            if future.done() and future.exception() is not None:
-                future.result()
-        return [name for name, future in self._futures.items() if not future.done()]
+    def state(self) -> str:
+        """What was last seen of every machine, for a timeout's message."""
+        seen = [self._states[name] for name in self._etcd]
+        waiting_ssh = [name for name, future in self._ssh.items() if not future.done()]
+        if waiting_ssh:
+            seen.append("no SSH login yet on " + ", ".join(waiting_ssh))
+        return "etcd members per machine: " + "; ".join(seen)
 
     def close(self) -> None:
         self._stop.set()
         self._pool.shutdown(wait=True)
+
+    def _poll(self, check: Callable[[], None], what: str) -> None:
+        poll(check, what=what, timeout=self._timeout, interval=0.002, max_interval=0.02)
+
+    def _watch_etcd(self, machine: Machine) -> None:
+        # A probe of its own with a short timeout: etcd 3.4 holds /health open while a
+        # member has no leader.
+        probe = machine.etcd_client(machine.etcd_endpoints, timeout=0.5)
+        try:
+            self._poll(lambda: self._check_etcd(machine, probe), f"etcd on {machine.name}")
+        finally:
+            probe.close()
+        machine.etcd_ready_after = time.perf_counter() - self._started
+
+    def _check_etcd(self, machine: Machine, probe: EtcdClient) -> None:
+        """Ready: the member lists all members with client URLs and, unless fresh, names
+        a running leader and is healthy. The leader check matters after a fault: until the
+        others notice that the leader is gone they still report healthy, and writes sent
+        then are lost."""
+        if self._stop.is_set():
+            raise _Stopped
+        machine.check_alive()
+        try:
+            members = probe.members()
+            serving = [member for member in members if member.client_urls]
+            state = f"{machine.name}: {len(serving)}/{self._expected} members " + str(
+                sorted(member.name or "(joining)" for member in members)
+            )
+            ready = len(serving) == self._expected
+            if ready and not self._fresh:
+                leader = probe.leader()
+                if leader is None or leader.name not in self._running:
+                    ready = False
+                    state += f", leader {leader.name if leader else 'none'} not running"
+                elif not probe.health():
+                    ready = False
+                    state += " (not healthy yet)"
+        except EtcdError as error:
+            state, ready = f"{machine.name}: etcd not answering ({error.problem})", False
+        self._states[machine.name] = state
+        if not ready:
+            raise NotReady(state)
+
+    def _watch_ssh(self, machine: Machine) -> None:
+        def login() -> None:
+            if self._stop.is_set():
+                raise _Stopped
+            try:
+                machine.ssh.connect()
+            except SSHHostKeyError:
+                raise  # waiting will not change the key
+            except SSHError as error:
+                raise NotReady(str(error)) from error
+
+        self._poll(login, f"an SSH login on {machine.name}")
+        machine.ssh_ready_after = time.perf_counter() - self._started
 
 
 class ClusterFactory:
