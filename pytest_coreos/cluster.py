@@ -374,6 +374,8 @@ class Cluster:
                 self._provider.detach()
             else:
                 self._provider.close()
+            # What the provider found while closing (things it had to remove) is news too.
+            self.notices.extend(n for n in self._provider.notices if n not in self.notices)
         self._session.record_cluster(self)
 
     @property

@@ -189,12 +189,13 @@ def coreos_cluster_factory(request: pytest.FixtureRequest) -> Iterator[ClusterFa
     try:
         yield factory
     finally:
-        for notice in factory.notices + [n for c in factory.clusters for n in c.notices]:
-            if notice not in summary:
-                summary.append(notice)
         try:
             factory.close()
         finally:
+            # After closing: providers report what they had to clean up as they close.
+            for notice in factory.notices + [n for c in factory.clusters for n in c.notices]:
+                if notice not in summary:
+                    summary.append(notice)
             summary.extend(_kept_lines(factory))
 
 
