@@ -30,6 +30,7 @@ from pytest_coreos.errors import (
     SSHHostKeyError,
 )
 from pytest_coreos.etcd import EtcdClient
+from pytest_coreos.fleet import Fleet
 from pytest_coreos.options import PUBLIC_DISCOVERY_URL, ClusterSpec
 from pytest_coreos.providers import attach_provider, discovery_address, get_provider
 from pytest_coreos.providers.base import BootContext, MachineControl, Provider
@@ -191,6 +192,16 @@ class Cluster:
             endpoints = [url for machine in self.machines for url in machine.etcd_endpoints]
             self._etcd = self.machines[0].etcd_client(endpoints)
         return self._etcd
+
+    @property
+    def fleet(self) -> Fleet:
+        """``fleetctl`` over SSH on the first running machine (``cluster.fleet.on(machine)``
+        for another); the machines must have fleet (see :mod:`pytest_coreos.fleet`)."""
+        # Kept, so that it looks for fleetctl once, not at every use.
+        fleet: Fleet | None = self.__dict__.get("_fleet")
+        if fleet is None:
+            fleet = self.__dict__["_fleet"] = Fleet(self)
+        return fleet
 
     @property
     def prefix(self) -> str:
