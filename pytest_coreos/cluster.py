@@ -18,7 +18,7 @@ from typing import Any
 import paramiko
 import requests
 
-from pytest_coreos import render, state
+from pytest_coreos import ignition, render, state
 from pytest_coreos.binaries import EtcdBinary, find_etcd
 from pytest_coreos.discovery import DiscoveryService, check_token, is_token_url, request_token
 from pytest_coreos.errors import (
@@ -26,8 +26,10 @@ from pytest_coreos.errors import (
     BootTimeoutError,
     CoreOSError,
     EtcdError,
+    IgnitionError,
     SSHError,
     SSHHostKeyError,
+    UserDataError,
 )
 from pytest_coreos.etcd import EtcdClient
 from pytest_coreos.fleet import Fleet
@@ -148,6 +150,7 @@ class Cluster:
         self.machines: list[Machine] = []
         self.discovery_url = ""
         self.user_data: dict[str, Any] = {}
+        self._ignition: dict[str, Any] | None = None  # the user's own (--coreos-ignition)
         self.notices: list[str] = []
         self._etcd: EtcdClient | None = None
         self._closed = False
@@ -262,6 +265,7 @@ class Cluster:
             remember=self._remember,
             key_prefix=self.prefix,
             session_id=self._session.session_id,
+            write_ignition=self._write_ignition if self.spec.config == "ignition" else None,
         )
 
     def start(self) -> Cluster:
@@ -344,6 +348,9 @@ class Cluster:
         self._session.record_cluster(self)
 
     def _write_config(self) -> None:
+        if self.spec.ignition is not None:
+            self._load_ignition(self.spec.ignition)
+            return
         if self.spec.user_data is not None:
             data = render.load_user_data(self.spec.user_data)
         else:
@@ -357,10 +364,64 @@ class Cluster:
         if self._session.user_data_hook is not None:
             self._session.user_data_hook(self.spec, data)
         self.user_data = data
-        self.user_data_path.write_text(render.render_user_data(data))
         self.config_rb_path.write_text(
             render.render_config_rb(self.spec.instances, self.spec.channel)
         )
+        if self.spec.config == "ignition":
+            # Rendered per machine, once its addresses are known (_write_ignition).
+            ignition.check_renders(data, self.spec.user_data or "(the default user-data)")
+            if left := ignition.not_rendered(data):
+                self.notices.append(
+                    "--coreos-config=ignition: Ignition does not carry these parts of the "
+                    "user-data: " + ", ".join(left)
+                )
+            return
+        self.user_data_path.write_text(render.render_user_data(data))
+
+    def _load_ignition(self, path: Path) -> None:
+        """The user's own Ignition config with the discovery URL injected, for every
+        machine. The plugin's handles reach etcd at each machine's private address, port
+        2379, as the minimal cloud-config kept in ``user_data`` says."""
+        config = ignition.load_ignition(path)
+        try:
+            self._ignition = ignition.inject_discovery_ignition(config, self.discovery_url)
+        except ValueError as error:
+            raise IgnitionError(path, str(error)) from error
+        self.user_data = {
+            "coreos": {
+                "etcd2": {
+                    "discovery": self.discovery_url,
+                    "advertise-client-urls": f"http://{render.PRIVATE_IPV4}:2379",
+                }
+            }
+        }
+        self.config_rb_path.write_text(
+            render.render_config_rb(self.spec.instances, self.spec.channel)
+        )
+
+    def _write_ignition(self, name: str, private_ipv4: str, public_ipv4: str) -> Path:
+        """Machine ``name``'s Ignition config, ``<workdir>/ignition/<name>.ign``: the user's
+        (``--coreos-ignition``), or the user-data rendered with the machine's addresses."""
+        config = self._ignition
+        if config is None:
+            _, public_key = self._session.session_key()
+            try:
+                config = ignition.render_ignition(
+                    self.user_data,
+                    ssh_public_key=public_key.read_text(),
+                    hostname=name,
+                    private_ipv4=private_ipv4,
+                    public_ipv4=public_ipv4,
+                )
+            except ValueError as error:
+                raise UserDataError(
+                    self.spec.user_data or "(the default user-data)",
+                    f"cannot be rendered as Ignition for {name}: {error}",
+                ) from error
+        path = self.workdir / "ignition" / f"{name}.ign"
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        path.write_text(ignition.to_json(config))
+        return path
 
     @property
     def kept(self) -> bool:

@@ -43,6 +43,14 @@ class UserDataError(ConfigError):
         super().__init__(f"--coreos-user-data {path}", problem, hint)
 
 
+class IgnitionError(ConfigError):
+    """The user's Ignition config (``--coreos-ignition``) cannot be used."""
+
+    def __init__(self, path: Path | str, problem: str, hint: str = "") -> None:
+        self.path = Path(path)
+        super().__init__(f"--coreos-ignition {path}", problem, hint)
+
+
 class BinaryNotFoundError(CoreOSError):
     """A program the plugin needs (etcd, sshd, ...) is not installed."""
 

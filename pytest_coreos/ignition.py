@@ -44,7 +44,8 @@ from typing import Any
 from urllib.parse import quote
 
 from pytest_coreos import render
-from pytest_coreos.errors import ConfigError
+from pytest_coreos.errors import IgnitionError as IgnitionError  # also importable from here
+from pytest_coreos.errors import UserDataError
 
 IGNITION_VERSION = "3.4.0"
 SUPPORTED_VERSIONS = ("3.3.0", "3.4.0")
@@ -109,14 +110,6 @@ def _check_unit_name(name: str, where: str) -> None:
             f"{where}: {name!r} is not a systemd unit name (a name and a type: "
             f"{', '.join(sorted(_UNIT_TYPES))})"
         )
-
-
-class IgnitionError(ConfigError):
-    """The user's Ignition config (``--coreos-ignition``) cannot be used."""
-
-    def __init__(self, path: Path | str, problem: str, hint: str = "") -> None:
-        self.path = Path(path)
-        super().__init__(f"--coreos-ignition {path}", problem, hint)
 
 
 @dataclass(frozen=True)
@@ -239,6 +232,23 @@ def render_ignition(
         ]
     }
     return config
+
+
+def check_renders(user_data: Mapping[str, Any], path: Path | str) -> None:
+    """Raise :class:`UserDataError` naming ``path`` where the cloud-config cannot be rendered
+    as Ignition (checked before any machine boots, with stand-in values)."""
+    try:
+        render_ignition(
+            user_data,
+            ssh_public_key="ssh-ed25519 AAAA check",
+            hostname="core-01",
+            private_ipv4="192.0.2.1",
+            public_ipv4="192.0.2.1",
+        )
+    except ValueError as exc:
+        raise UserDataError(
+            path, f"cannot be rendered as Ignition: {exc}", "see --coreos-config"
+        ) from exc
 
 
 def not_rendered(user_data: Mapping[str, Any]) -> list[str]:

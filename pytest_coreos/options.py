@@ -21,6 +21,7 @@ DEFAULT_DISCOVERY = {"local": "local", "vagrant": "public", "ssh": "static"}
 CHANNELS = ("stable", "beta", "alpha")
 DISCOVERY_MODES = ("local", "public", "static")
 NETWORKS = ("loopback", "netns")
+CONFIGS = ("cloud-config", "ignition")
 PUBLIC_DISCOVERY_URL = "https://discovery.etcd.io"
 MAX_INSTANCES = 25
 MIN_BOOT_TIMEOUT = 1.0
@@ -33,7 +34,8 @@ class Option:
     name: str
     help: str
     default: Any
-    kind: str = "string"  # how the ini value is declared: "string" or "bool"
+    # How the ini value is declared: "string", "bool", or "linelist" (the flag repeats).
+    kind: str = "string"
     metavar: str | None = None
 
     @property
@@ -69,6 +71,20 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "user_data", "your own #cloud-config file; only discovery is injected", None, metavar="PATH"
     ),
+    Option(
+        "config",
+        "what the machines are given: cloud-config (the rendered user-data) or ignition "
+        "(one Ignition config per machine, rendered from the user-data or --coreos-ignition)",
+        None,
+        metavar="FORMAT",
+    ),
+    Option(
+        "ignition",
+        "your own Ignition config (JSON, spec 3.3/3.4); only discovery is injected; implies "
+        "--coreos-config=ignition",
+        None,
+        metavar="PATH",
+    ),
     Option("boot_timeout", "seconds to wait for the cluster to be ready", 60.0, metavar="SECONDS"),
     Option(
         "keep",
@@ -101,6 +117,15 @@ OPTIONS: tuple[Option, ...] = (
         "the Vagrant provider that runs the VMs: libvirt, virtualbox, ...",
         None,
         metavar="NAME",
+    ),
+    Option(
+        "vagrant_option",
+        "a setting of the Vagrant provider's block in the Vagrantfile, key=value (repeat it; "
+        "numbers and true/false stay such, anything else is a string), e.g. "
+        "uri=qemu+ssh://user@host/system",
+        None,
+        kind="linelist",
+        metavar="KEY=VALUE",
     ),
     Option(
         "hosts",
@@ -147,6 +172,8 @@ class ClusterSpec:
     discovery: str = "local"
     network: str = "loopback"
     user_data: Path | None = None
+    config: str = "cloud-config"
+    ignition: Path | None = None
     boot_timeout: float = 60.0
     keep: bool = False
     reuse: bool = False
@@ -159,6 +186,7 @@ class ClusterSpec:
     vagrant_dir: Path | None = None
     box: str | None = None
     vagrant_provider: str | None = None
+    vagrant_options: tuple[str, ...] = ()
 
     def to_fields(self) -> dict[str, Any]:
         """The spec's fields as a dict of their values."""
@@ -177,6 +205,8 @@ class ClusterSpec:
 
     def replace(self, **changes: Any) -> ClusterSpec:
         """A copy with ``changes`` applied and checked like option values."""
+        if changes.get("ignition") is not None and "config" not in changes:
+            changes = {**changes, "config": "ignition"}  # as --coreos-ignition implies
         values = {**self.to_fields(), **changes}
         return validate_spec(ClusterSpec(**values))
 
@@ -250,14 +280,78 @@ def parse_bool(raw: object, source: str) -> bool:
     raise ConfigError(source, f"{raw!r} is not true or false")
 
 
+_VAGRANT_OPTION_KEY = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+def parse_vagrant_options(raw: object, source: str = "--coreos-vagrant-option") -> tuple[str, ...]:
+    """``key=value`` settings of the Vagrant provider's block, each key a Ruby setter name."""
+    if raw is None or raw == "":
+        return ()
+    items = [raw] if isinstance(raw, str) else list(raw)  # type: ignore[call-overload]
+    options = []
+    for item in items:
+        text = str(item).strip()
+        key, equals, value = text.partition("=")
+        key = key.strip()
+        if not equals or not _VAGRANT_OPTION_KEY.fullmatch(key):
+            raise ConfigError(
+                source,
+                f"{text!r} is not key=value with a setting's name as key",
+                "e.g. uri=qemu+ssh://user@host/system; a key is lower-case letters, digits and _",
+            )
+        if any(ord(char) < 32 or ord(char) == 127 for char in value):
+            raise ConfigError(source, f"the value of {key} has a control character")
+        options.append(f"{key}={value}")
+    return tuple(options)
+
+
 def validate_spec(spec: ClusterSpec) -> ClusterSpec:
-    """Check the values of a spec built in code (the factory's keyword arguments)."""
+    """Check the values of a spec built in code (the factory's keyword arguments), and
+    options that do not go together."""
     parse_instances(spec.instances, "instances")
     parse_choice(spec.provider, PROVIDERS, "provider")
     parse_choice(spec.channel, CHANNELS, "channel")
     parse_discovery(spec.discovery, "discovery")
     parse_choice(spec.network, NETWORKS, "network")
+    parse_choice(spec.config, CONFIGS, "config")
     parse_boot_timeout(spec.boot_timeout, "boot_timeout")
+    parse_vagrant_options(spec.vagrant_options, "vagrant_options")
+    if spec.ignition is not None:
+        if spec.config != "ignition":
+            raise ConfigError(
+                "--coreos-config",
+                f"{spec.config} does not go with --coreos-ignition",
+                "leave --coreos-config out, or set it to ignition",
+            )
+        if spec.user_data is not None:
+            raise ConfigError(
+                "--coreos-ignition",
+                "cannot be given with --coreos-user-data",
+                "an Ignition config is the machines' whole configuration: give one of them",
+            )
+        if spec.provider == "local":
+            raise ConfigError(
+                "--coreos-ignition",
+                "the local provider runs etcd and sshd as processes, with no systemd to apply "
+                "an Ignition config",
+                "use --coreos-provider=nspawn or vagrant (--coreos-config=ignition alone "
+                "works here: etcd runs from the user-data the .ign files are rendered from)",
+            )
+    if spec.config == "ignition":
+        if spec.provider == "ssh":
+            raise ConfigError(
+                "--coreos-config",
+                "the ssh provider attaches to machines that run already: nothing is booted "
+                "to take an Ignition config",
+                "leave --coreos-config out with --coreos-provider=ssh",
+            )
+        if spec.discovery == "static":
+            raise ConfigError(
+                "--coreos-discovery",
+                "static does not go with --coreos-config=ignition (the Ignition config "
+                "carries the discovery URL)",
+                "use local, public or a URL",
+            )
     return spec
 
 
@@ -295,6 +389,7 @@ def resolve_spec(
         value, source, _base = raw[name]
         return value, source
 
+    config_value, config_source = config_of(given("config"), given("ignition")[0])
     spec = ClusterSpec(
         instances=parse_instances(*given("instances")),
         provider=parse_choice(given("provider")[0], PROVIDERS, given("provider")[1]),
@@ -305,6 +400,9 @@ def resolve_spec(
         box=given("box")[0],
         vagrant_provider=given("vagrant_provider")[0],
         user_data=path_of("user_data"),
+        config=parse_choice(config_value, CONFIGS, config_source),
+        ignition=path_of("ignition"),
+        vagrant_options=parse_vagrant_options(*given("vagrant_option")),
         boot_timeout=parse_boot_timeout(*given("boot_timeout")),
         keep=parse_bool(*given("keep")) or parse_bool(*given("reuse")),
         reuse=parse_bool(*given("reuse")),
@@ -318,6 +416,15 @@ def resolve_spec(
     if spec.provider == "ssh":
         spec = attach_spec(spec, instances_given=getoption("instances") is not None)
     return validate_spec(spec)
+
+
+def config_of(given: tuple[Any, str], ignition: Any) -> tuple[str, str]:
+    """``--coreos-config``'s value and where it came from: ignition where only
+    ``--coreos-ignition`` is given, else cloud-config."""
+    value, source = given
+    if value is None:
+        return ("ignition" if ignition is not None else "cloud-config"), source
+    return str(value), source
 
 
 _HOST = re.compile(

@@ -11,7 +11,7 @@ from types import FrameType
 
 import pytest
 
-from pytest_coreos import render
+from pytest_coreos import ignition, render
 from pytest_coreos.binaries import find_etcd
 from pytest_coreos.cluster import Cluster, ClusterFactory
 from pytest_coreos.errors import ConfigError, CoreOSError
@@ -31,20 +31,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         shown_default = "off" if option.kind == "bool" else option.default
         if option.name == "discovery":
             shown_default = "local, or public for the vagrant provider"
+        if option.name == "config":
+            shown_default = "cloud-config, or ignition with --coreos-ignition"
+        if option.kind == "linelist":
+            shown_default = "none"
         help_text = f"{option.help} (default: {shown_default}; ini: {option.ini})"
         dest = f"coreos_{option.name}"
         if option.kind == "bool":
             group.addoption(
                 option.flag, action="store_true", default=None, dest=dest, help=help_text
             )
+        elif option.kind == "linelist":
+            group.addoption(
+                option.flag,
+                action="append",
+                default=None,
+                dest=dest,
+                metavar=option.metavar,
+                help=help_text,
+            )
         else:
             group.addoption(
                 option.flag, default=None, dest=dest, metavar=option.metavar, help=help_text
             )
-        if option.kind == "bool":
-            parser.addini(option.ini, help=f"{option.help} ({option.flag})", type="bool")
-        else:
-            parser.addini(option.ini, help=f"{option.help} ({option.flag})", type="string")
+        ini_type = option.kind if option.kind in ("bool", "linelist") else "string"
+        parser.addini(option.ini, help=f"{option.help} ({option.flag})", type=ini_type)  # type: ignore[arg-type]
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -68,8 +79,13 @@ def _resolve(config: pytest.Config) -> ClusterSpec:
         invocation_dir=config.invocation_params.dir,
         ini_dir=ini_dir,
     )
+    # A bad file stops the run before any test.
     if spec.user_data is not None:
-        render.load_user_data(spec.user_data)  # a bad file stops the run before any test
+        user_data = render.load_user_data(spec.user_data)
+        if spec.config == "ignition":
+            ignition.check_renders(user_data, spec.user_data)
+    if spec.ignition is not None:
+        ignition.load_ignition(spec.ignition)
     return spec
 
 

@@ -100,6 +100,65 @@ CASES = {
         "--coreos-user-data *ud.yml: unknown key in coreos.etcd2: discvery*did you mean*",
         {"ud.yml": "#cloud-config\ncoreos:\n  etcd2:\n    discvery: x\n"},
     ),
+    "config not a format": Case(
+        ("--coreos-config=yaml",),
+        USAGE,
+        "--coreos-config: unknown value 'yaml' (allowed: cloud-config, ignition)",
+    ),
+    "ignition missing": Case(
+        ("--coreos-provider=nspawn", "--coreos-ignition=missing.json"),
+        USAGE,
+        "--coreos-ignition *missing.json: the file does not exist",
+    ),
+    "ignition not Ignition": Case(
+        ("--coreos-provider=nspawn", "--coreos-ignition=config.json"),
+        USAGE,
+        "--coreos-ignition *config.json: has no ignition.version*",
+        {"config.json": '{"passwd": {"users": []}}\n'},
+    ),
+    "ignition a cloud-config": Case(
+        ("--coreos-provider=nspawn", "--coreos-ignition=user-data"),
+        USAGE,
+        "--coreos-ignition *user-data: not JSON*this is a cloud-config: give it with "
+        "--coreos-user-data*",
+        {"user-data": "#cloud-config\ncoreos:\n  etcd2: {}\n"},
+    ),
+    "ignition with cloud-config": Case(
+        ("--coreos-provider=nspawn", "--coreos-ignition=x.ign", "--coreos-config=cloud-config"),
+        USAGE,
+        "--coreos-config: cloud-config does not go with --coreos-ignition*",
+    ),
+    "ignition with user-data": Case(
+        ("--coreos-provider=nspawn", "--coreos-ignition=x.ign", "--coreos-user-data=ud.yml"),
+        USAGE,
+        "--coreos-ignition: cannot be given with --coreos-user-data*",
+    ),
+    "ignition on the local provider": Case(
+        ("--coreos-ignition=x.ign",),
+        USAGE,
+        "--coreos-ignition: the local provider runs etcd and sshd as processes, with no "
+        "systemd to apply an Ignition config*",
+    ),
+    "user-data Ignition cannot carry": Case(
+        ("--coreos-config=ignition", "--coreos-user-data=ud.yml"),
+        USAGE,
+        "--coreos-user-data *ud.yml: cannot be rendered as Ignition: "
+        "*unknown command 'frobnicate'*",
+        {
+            "ud.yml": "#cloud-config\ncoreos:\n  etcd2: {}\n  units:\n"
+            "    - name: x.service\n      command: frobnicate\n"
+        },
+    ),
+    "vagrant option not key=value": Case(
+        ("--coreos-vagrant-option=uri",),
+        USAGE,
+        "--coreos-vagrant-option: 'uri' is not key=value with a setting's name as key*",
+    ),
+    "vagrant option key not a name": Case(
+        ('--coreos-vagrant-option=x; system("id")=1',),
+        USAGE,
+        "--coreos-vagrant-option: 'x; system(\"id\")=1' is not key=value*",
+    ),
     "etcd missing": Case(
         ("--coreos-etcd-binary=/nonexistent/etcd",),
         TEST_ERROR,

@@ -98,6 +98,7 @@ class BootContext:
         remember: Callable[[Mapping[str, Any]], None] | None = None,
         key_prefix: str = "/pytest-coreos",
         session_id: str = "",
+        write_ignition: Callable[[str, str, str], Path] | None = None,
     ) -> None:
         self.spec = spec
         self.workdir = workdir
@@ -115,6 +116,9 @@ class BootContext:
         self.key_prefix = key_prefix
         # The pytest session's id: providers name what they make after it (VMs, networks).
         self.session_id = session_id
+        # With --coreos-config=ignition: writes machine NAME's Ignition config for its
+        # (private, public) addresses and returns its path; None with cloud-config.
+        self.write_ignition = write_ignition
 
     @property
     def etcd(self) -> EtcdBinary:

@@ -292,6 +292,10 @@ class LocalProvider(LabDiscovery):
             )
             self.notices.extend(n for n in notices if n not in self.notices)
             plans.append((name, address, directory, env))
+            if context.write_ignition is not None:
+                # Written to be read: no systemd here applies it; etcd runs from the same
+                # user-data it is rendered from.
+                context.write_ignition(name, address, address)
         if joins_statically(spec.discovery, self.etcd_version):
             if spec.discovery != "static":
                 self.notices.append(
