@@ -412,7 +412,11 @@ class Fleet:
 
     def _temporary_folder(self, machine: Machine) -> str:
         try:
-            made = machine.ssh.run(["mktemp", "-d", "/tmp/pytest-coreos-fleet.XXXXXX"], check=False)
+            made = machine.ssh.run(
+                ["mktemp", "-d", "/tmp/pytest-coreos-fleet.XXXXXX"],
+                check=False,
+                timeout=self.timeout,
+            )
         except SSHError as error:
             raise FleetError(
                 machine.name, f"cannot make a folder for unit files: {error}"

@@ -349,6 +349,11 @@ def test_commands_reach_fleetctl_stand_in_script_over_ssh(
         fleet.unload("goodbye.service")
         fleet.destroy("hello.service")
         assert [u.unit for u in fleet.list_units()] == [odd]
+        # These three leave the waiting to fleetctl itself (no --no-block).
+        commands = [call[5:] for call in _calls(state)]
+        assert ["stop", "hello.service"] in commands
+        assert ["unload", "goodbye.service"] in commands
+        assert ["destroy", "hello.service"] in commands
 
         # A unit that never gets active: the error says which and shows the last listing.
         with pytest.raises(FleetError) as raised:
