@@ -407,17 +407,18 @@ def render_config_rb(
         raise ValueError(
             f"update_channel must be one of {', '.join(CHANNELS)}, not {update_channel!r}"
         )
-    lines = [f"$num_instances={num_instances}", f"$update_channel={_ruby_literal(update_channel)}"]
+    lines = [f"$num_instances={num_instances}", f"$update_channel={ruby_literal(update_channel)}"]
     for key, value in (extra or {}).items():
         if not _RUBY_IDENTIFIER.fullmatch(key):
             raise ValueError(f"config.rb key {key!r} is not a Ruby identifier")
         if key in ("num_instances", "update_channel"):
             raise ValueError(f"config.rb key {key!r} is set by its own parameter, not in extra")
-        lines.append(f"${key}={_ruby_literal(value)}")
+        lines.append(f"${key}={ruby_literal(value)}")
     return "\n".join(lines) + "\n"
 
 
-def _ruby_literal(value: str | int | bool) -> str:
+def ruby_literal(value: str | int | bool) -> str:
+    """``value`` as a Ruby literal: a string double-quoted, with nothing interpolated."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):

@@ -27,6 +27,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -39,6 +40,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 import paramiko
 import vagrant
@@ -194,6 +196,66 @@ def box_settings(box: str | None) -> dict[str, str]:
     return {"box": box}
 
 
+_PROVIDER_NAME = re.compile(r"[a-z_][a-z0-9_]*")
+_RUBY_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*)")
+_RUBY_FLOAT = re.compile(r"-?(?:0|[1-9][0-9]*)\.[0-9]+")
+OPTIONS_MARK = "  # @vagrant-options@\n"
+
+
+def option_value(text: str) -> str:
+    """A ``--coreos-vagrant-option`` value as Ruby: ``true``/``false`` and plain decimal
+    numbers as such, anything else a double-quoted string with nothing interpolated
+    (``0755`` stays a string: Ruby would read it as octal)."""
+    if text in ("true", "false") or _RUBY_INTEGER.fullmatch(text) or _RUBY_FLOAT.fullmatch(text):
+        return text
+    return render.ruby_literal(text)
+
+
+def provider_options_block(provider: str, options: Sequence[str]) -> str:
+    """The Vagrantfile lines that give ``provider``'s block the ``key=value`` settings of
+    ``--coreos-vagrant-option``, after the plugin's own (so the user's win)."""
+    if not options:
+        return ""
+    if not _PROVIDER_NAME.fullmatch(provider):
+        raise ConfigError(
+            "--coreos-vagrant-provider",
+            f"{provider!r} is not a Vagrant provider name",
+            "e.g. libvirt, virtualbox, aws, google",
+        )
+    lines = [
+        "  # --coreos-vagrant-option",
+        f"  config.vm.provider :{provider} do |provider|",
+    ]
+    for option in options:
+        key, _, value = option.partition("=")
+        lines.append(f"    provider.{key} = {option_value(value)}")
+    lines.append("  end")
+    return "\n".join(lines) + "\n"
+
+
+def vagrant_option(spec: ClusterSpec, key: str) -> str | None:
+    """The last value ``--coreos-vagrant-option`` gives ``key``, or None."""
+    found = None
+    for option in spec.vagrant_options:
+        name, _, value = option.partition("=")
+        if name == key:
+            found = value
+    return found
+
+
+def libvirt_uri(spec: ClusterSpec) -> str:
+    """The libvirt the VMs run on: ``uri=`` of ``--coreos-vagrant-option``, else the local
+    system daemon."""
+    return vagrant_option(spec, "uri") or LIBVIRT_URI
+
+
+def remote_libvirt(spec: ClusterSpec) -> bool:
+    """Whether the VMs run on another host's libvirt (``uri=qemu+ssh://host/...`` or
+    vagrant-libvirt's ``host=``)."""
+    uri = urlsplit(libvirt_uri(spec))
+    return bool(uri.hostname) or bool(vagrant_option(spec, "host"))
+
+
 def etcd_client_urls(user_data: Mapping[str, Any], address: str) -> list[str]:
     """Where the machine at ``address`` serves etcd's clients, as its user-data says."""
     env = render.etcd_environment(user_data, private_ipv4=address, public_ipv4=address).env
@@ -219,7 +281,7 @@ def prepare_directory(
     directory: Path,
     *,
     spec: ClusterSpec,
-    user_data_text: str,
+    user_data_text: str | None,
     machines: Sequence[Mapping[str, str]],
     name_prefix: str,
     network: str,
@@ -267,16 +329,22 @@ def prepare_directory(
     directory.mkdir(parents=True, exist_ok=True)
     files = _vagrant_files()
     vagrantfile = directory / "Vagrantfile"
+    options = provider_options_block(vagrant_provider_name(spec), spec.vagrant_options)
     if checkout is not None and (checkout / "Vagrantfile").is_file():
-        text = (checkout / "Vagrantfile").read_text()
-        _write(vagrantfile, text.rstrip("\n") + "\n" + CHECKOUT_EXTENSION)
+        text = (checkout / "Vagrantfile").read_text().rstrip("\n") + "\n" + CHECKOUT_EXTENSION
+        if options:
+            text += 'Vagrant.configure("2") do |config|\n' + options + "end\n"
+        _write(vagrantfile, text)
     else:
-        _write(vagrantfile, files.joinpath(TEMPLATE).read_text())
+        _write(vagrantfile, files.joinpath(TEMPLATE).read_text().replace(OPTIONS_MARK, options))
     _write(directory / PLUGIN_RUBY, files.joinpath(PLUGIN_RUBY).read_text())
     extra: dict[str, str | int | bool] = dict(user_settings)
     extra.update(instance_name_prefix="core", private_network=network)
     _write(directory / "config.rb", render.render_config_rb(spec.instances, spec.channel, extra))
-    _write(directory / "user-data", user_data_text)
+    if user_data_text is not None:
+        _write(directory / "user-data", user_data_text)
+    elif (directory / "user-data").exists() or (directory / "user-data").is_symlink():
+        (directory / "user-data").unlink()  # a checkout's: Ignition configures the machines
     settings: dict[str, Any] = {
         "created_by": "pytest-coreos",
         "name_prefix": name_prefix,
@@ -459,6 +527,30 @@ def remove_libvirt_leftovers(name_prefix: str, uri: str = LIBVIRT_URI) -> list[s
     return removed
 
 
+def check_ignition_support(spec: ClusterSpec) -> None:
+    """With ``--coreos-config=ignition`` each VM gets its config the way Flatcar's images
+    take it on QEMU: a firmware config entry (``-fw_cfg``) naming a file that QEMU reads,
+    which only a local libvirt can be given."""
+    if spec.config != "ignition":
+        return
+    provider = vagrant_provider_name(spec)
+    if provider != "libvirt":
+        raise ConfigError(
+            "--coreos-config",
+            f"Ignition is passed to VMs of the libvirt Vagrant provider only, not {provider} "
+            "(Flatcar on VirtualBox reads the guest property /Ignition/Config, which "
+            "pytest-coreos does not set)",
+            "use --coreos-vagrant-provider=libvirt, or cloud-config",
+        )
+    if remote_libvirt(spec):
+        raise ConfigError(
+            "--coreos-config",
+            "Ignition goes to a VM as a file that QEMU reads on the libvirt host, and the "
+            f"plugin writes it on this one, not where {libvirt_uri(spec)} runs",
+            "use cloud-config with a remote libvirt",
+        )
+
+
 def discovery_address(spec: ClusterSpec) -> str | None:
     """With ``--coreos-discovery=local``, the discovery service listens on the host's
     address on the private network (172.17.8.1), which the machines reach; it exists once
@@ -472,6 +564,13 @@ def discovery_address(spec: ClusterSpec) -> str | None:
             f"local discovery needs the host's address on the VMs' network, which only the "
             f"libvirt Vagrant provider makes beforehand (not {provider})",
             "use --coreos-discovery=public or the URL of a discovery service",
+        )
+    if remote_libvirt(spec):
+        raise ConfigError(
+            "--coreos-discovery",
+            f"local discovery listens on this host's address on the VMs' network, and the "
+            f"VMs run on another host ({libvirt_uri(spec)})",
+            "use --coreos-discovery=public or the URL of a discovery service they reach",
         )
     network = private_network(spec)
     ensure_libvirt_network(network)
@@ -530,8 +629,9 @@ class VagrantMachine:
         if self.handle is None:
             return ""
         try:
+            units = ["-u", "etcd.service", "-u", "etcd-member.service"]  # cloud-config, Ignition
             result = self.handle.ssh.run(
-                ["sudo", "journalctl", "--no-pager", "-n", str(lines), "-u", "etcd.service"],
+                ["sudo", "journalctl", "--no-pager", "-n", str(lines), *units],
                 check=False,
                 timeout=10,
             )
@@ -557,8 +657,9 @@ class VagrantProvider:
         self.timings: dict[str, float] = {}
         self._closed = False
         self._up_started = record is not None  # whether any VM may exist
-        self._uri = LIBVIRT_URI
+        self._uri = libvirt_uri(spec) if self.provider_name == "libvirt" else LIBVIRT_URI
         if record is None:
+            check_ignition_support(spec)
             self.name_prefix = f"{NAME_PREFIX}{session_tag(context)}-"
             self.network = private_network(spec)
             self.addresses: list[str] = []
@@ -613,14 +714,20 @@ class VagrantProvider:
             addresses = claim_addresses(self.network, spec.instances)
         self.addresses = addresses
         user_data_path = context.workdir / "user-data"
-        user_data_text = (
-            user_data_path.read_text()
-            if user_data_path.is_file()
-            else render.render_user_data(context.user_data)
-        )
+        user_data_text: str | None = None
+        if context.write_ignition is None:
+            user_data_text = (
+                user_data_path.read_text()
+                if user_data_path.is_file()
+                else render.render_user_data(context.user_data)
+            )
         machines = [
             {"name": name, "ip": address} for name, address in zip(names, addresses, strict=True)
         ]
+        if context.write_ignition is not None:
+            for machine in machines:
+                written = context.write_ignition(machine["name"], machine["ip"], machine["ip"])
+                machine["ignition"] = str(self._fw_cfg_file(machine["name"], written))
         self.notices.extend(
             prepare_directory(
                 self.directory,
@@ -642,6 +749,29 @@ class VagrantProvider:
         self.machines = [VagrantMachine(self, name) for name in names]
         self.up()
         return self.handles()
+
+    def _fw_cfg_file(self, name: str, written: Path) -> Path:
+        """The copy of machine ``name``'s Ignition config that QEMU reads for ``-fw_cfg``.
+
+        libvirt's system daemon runs QEMU as its own user (Debian: ``libvirt-qemu``), which
+        relabels disks and kernels but not files named on QEMU's command line: the copy is
+        given to that user (read-only), and the folders above it let it pass (``o+x``, no
+        listing)."""
+        directory = self.directory / "fw_cfg"
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = directory / f"{name}.ign"
+        path.write_bytes(written.read_bytes())
+        path.chmod(0o400)
+        qemu_user = _qemu_user()
+        if os.geteuid() == 0 and qemu_user is not None:
+            os.chown(path, qemu_user, -1)
+            for folder in (directory, *directory.parents):
+                if folder.stat().st_uid != 0 or folder == Path(folder.anchor):
+                    break
+                folder.chmod(folder.stat().st_mode | 0o001)
+                if folder == self.context.workdir.parent:
+                    break  # the session's folder: nothing above it is the plugin's
+        return path
 
     def _host_key_path(self, name: str) -> Path:
         path = self.directory / "machines" / name / "ssh_host_ed25519_key"
@@ -808,6 +938,23 @@ class VagrantProvider:
         """Leave the VMs running (a kept cluster); ``vagrant destroy`` in the folder, or
         ``pytest --coreos-reap``, removes them."""
         self._closed = True
+
+
+def _qemu_user() -> int | None:
+    """The uid libvirt's system daemon runs QEMU as: ``user`` of its qemu.conf, else
+    Debian's default ``libvirt-qemu``; None where there is no such user."""
+    name = "libvirt-qemu"
+    with contextlib.suppress(OSError):
+        for line in Path("/etc/libvirt/qemu.conf").read_text().splitlines():
+            match = re.match(r'^\s*user\s*=\s*"([^"]+)"', line)
+            if match:
+                name = match.group(1)
+    if name.startswith("+"):
+        return int(name[1:]) if name[1:].isdigit() else None
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return None
 
 
 def _vagrant_executable() -> str:

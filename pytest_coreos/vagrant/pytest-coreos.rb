@@ -6,6 +6,8 @@
 #   - the provider settings: memory and CPUs from config.rb, libvirt names prefixed with
 #     the run's id (so that a later run finds and removes what a killed one left), QEMU's
 #     TCG by default ($libvirt_driver = "kvm" in config.rb where KVM works);
+#   - with --coreos-config=ignition, each machine's Ignition config as a QEMU firmware
+#     config entry (libvirt);
 #   - one provisioning pass: hostname, COREOS_PRIVATE_IPV4/COREOS_PUBLIC_IPV4 in
 #     /etc/environment (as CoreOS's Vagrant support wrote them), the SSH host key the
 #     plugin pins, and the user-data moved to /var/lib/coreos-vagrant/vagrantfile-user-data.
@@ -53,8 +55,24 @@ module PytestCoreOS
 
   # The address of machine +name+ as this cluster planned it, or nil.
   def self.address(name)
+    machine_setting(name, "ip")
+  end
+
+  def self.machine_setting(name, key)
     machine = setting("machines", []).find { |entry| entry["name"] == name }
-    machine && machine["ip"]
+    machine && machine[key]
+  end
+
+  # With --coreos-config=ignition: machine +name+'s Ignition config, handed to QEMU as the
+  # firmware config entry Flatcar's images read it from (opt/org.flatcar-linux/config).
+  def self.ignition(machine, name)
+    path = machine_setting(name, "ignition")
+    return unless path
+    machine.vm.provider :libvirt do |libvirt|
+      libvirt.qemuargs value: "-fw_cfg"
+      # QEMU's option syntax: a comma in a value is written twice.
+      libvirt.qemuargs value: "name=opt/org.flatcar-linux/config,file=#{path.gsub(",", ",,")}"
+    end
   end
 
   def self.configure_providers(config)
@@ -62,6 +80,11 @@ module PytestCoreOS
     config.vm.box_url = SETTINGS["box_url"] if SETTINGS["box_url"]
     config.vm.box_check_update = false
     config.vm.synced_folder ".", "/vagrant", disabled: true
+    # Machines whose login is not Vagrant's (a cloud image's own user and key pair).
+    ssh_username = global("ssh_username", nil)
+    config.ssh.username = ssh_username if ssh_username
+    ssh_key = global("ssh_private_key_path", nil)
+    config.ssh.private_key_path = ssh_key if ssh_key
     config.vm.provider :libvirt do |libvirt|
       libvirt.default_prefix = SETTINGS["name_prefix"] if SETTINGS["name_prefix"]
       libvirt.driver = global("libvirt_driver", "qemu")
@@ -93,6 +116,12 @@ module PytestCoreOS
     end
     machine.vm.provision "pytest-coreos-setup", type: "shell", privileged: true,
       inline: SETUP, args: [name, ip]
+    ignition(machine, name)
+    # A cloud provider has no Vagrant private network: the machine's planned address is
+    # asked of its subnet (vagrant-aws).
+    machine.vm.provider :aws do |aws|
+      aws.private_ip_address = ip
+    end
     if SETTINGS["name_prefix"]
       # libvirt takes default_prefix; VirtualBox is told each machine's name.
       machine.vm.provider :virtualbox do |virtualbox|
