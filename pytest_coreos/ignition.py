@@ -175,8 +175,10 @@ def render_ignition(
     ``etcd-member.service``, enabled, or the cloud-config's own ``etcd.service`` /
     ``etcd2.service`` where it gives one a content). :func:`not_rendered` names the rest.
 
-    An address left as ``$private_ipv4``/``$public_ipv4`` is read at start from
-    ``addresses``; see the module's docstring. Raises ValueError for what Ignition cannot
+    Given both real addresses, ``$private_ipv4``/``$public_ipv4`` in the units' contents
+    and drop-ins are replaced, as coreos-cloudinit did. An address left as
+    ``$private_ipv4``/``$public_ipv4`` is read at start from ``addresses`` (etcd's settings
+    only); see the module's docstring. Raises ValueError for what Ignition cannot
     carry (an unknown unit command, a control character in an etcd value...).
     """
     if version not in SUPPORTED_VERSIONS:
@@ -187,6 +189,9 @@ def render_ignition(
     section_name, section = render.etcd_section(user_data)
     coreos = user_data["coreos"]
     units = _cloud_config_units(coreos.get("units"))
+    if private_ipv4 != render.PRIVATE_IPV4 and public_ipv4 != render.PUBLIC_IPV4:
+        # What coreos-cloudinit did on the machine: the units' $private_ipv4/$public_ipv4.
+        units = [_substitute_unit(unit, private_ipv4, public_ipv4) for unit in units]
     target = _etcd_target(section_name, units)
 
     keys = [_single_line(ssh_public_key.strip(), "ssh_public_key")]
@@ -450,6 +455,20 @@ def _cloud_config_units(raw: Any) -> list[dict[str, Any]]:
     if twice := sorted({name for name in names if names.count(name) > 1}):
         raise ValueError(f"coreos.units lists {', '.join(twice)} more than once")
     return units
+
+
+def _substitute_unit(
+    unit: Mapping[str, Any], private_ipv4: str, public_ipv4: str
+) -> dict[str, Any]:
+    result = dict(unit)
+    if result.get("contents") is not None:
+        result["contents"] = render.substitute(result["contents"], private_ipv4, public_ipv4)
+    if result.get("dropins"):
+        result["dropins"] = [
+            {**dropin, "contents": render.substitute(dropin["contents"], private_ipv4, public_ipv4)}
+            for dropin in result["dropins"]
+        ]
+    return result
 
 
 def _startable(content: str) -> str:

@@ -14,11 +14,13 @@ import jsonschema
 import pytest
 
 from pytest_coreos import IgnitionError as exported
+from pytest_coreos import render
 from pytest_coreos.cluster import ClusterFactory
 from pytest_coreos.errors import ConfigError, IgnitionError
-from pytest_coreos.ignition import ETCD_MEMBER_UNIT, SUPPORTED_VERSIONS
+from pytest_coreos.ignition import ETCD_MEMBER_UNIT, SUPPORTED_VERSIONS, render_ignition
 from pytest_coreos.ignition import IgnitionError as from_ignition
 from pytest_coreos.options import ClusterSpec, resolve_spec
+from pytest_coreos.vagrant.agent import coreos_agent as agent
 
 DATA = Path(__file__).parent / "data" / "ignition"
 SCHEMA_DIR = Path(__file__).parents[2] / "shared" / "ignition-schema"
@@ -153,3 +155,115 @@ def test_an_ignition_config_with_no_etcd_unit_is_refused_naming_the_file(
     with pytest.raises(IgnitionError, match=r"--coreos-ignition .*no-etcd.ign: no unit runs etcd"):
         cluster._write_config()
     cluster.close()
+
+
+def test_real_addresses_are_put_into_units_as_coreos_cloudinit_did() -> None:
+    data = render.parse_user_data(
+        "#cloud-config\ncoreos:\n  etcd2: {}\n  units:\n    - name: a.service\n"
+        "      content: |\n        [Service]\n"
+        "        ExecStart=/bin/echo $private_ipv4 \\$public_ipv4\n"
+        "      drop-ins:\n        - name: x.conf\n          content: Environment=P=$public_ipv4\n",
+        "ud",
+    )
+    config = render_ignition(
+        data, ssh_public_key="ssh-ed25519 AAAA k", private_ipv4="10.0.0.5", public_ipv4="192.0.2.5"
+    )
+    unit = next(u for u in config["systemd"]["units"] if u["name"] == "a.service")
+    assert unit["contents"] == "[Service]\nExecStart=/bin/echo 10.0.0.5 $public_ipv4\n"
+    assert unit["dropins"] == [{"name": "x.conf", "contents": "Environment=P=192.0.2.5"}]
+    # Without real addresses (one config for every machine) they stay as written.
+    shared = render_ignition(data, ssh_public_key="ssh-ed25519 AAAA k")
+    unit = next(u for u in shared["systemd"]["units"] if u["name"] == "a.service")
+    assert "$private_ipv4" in unit["contents"]
+
+
+# --- the stand-in box's agent, which applies Ignition on nspawn containers and VMs ----------
+
+
+def test_the_agent_plans_files_units_users_and_lists_what_it_does_not_apply() -> None:
+    config = {
+        "ignition": {"version": "3.4.0", "config": {"merge": [{"source": "http://x"}]}},
+        "kernelArguments": {"shouldExist": ["quiet"]},
+        "storage": {
+            "files": [
+                {"path": "/etc/a", "mode": 0o600, "contents": {"source": "data:,a%20b%0A"}},
+                {
+                    "path": "/etc/b",
+                    "contents": {"source": "data:;base64,aGk=", "compression": ""},
+                },
+                {"path": "/etc/hostname", "contents": {"source": "data:,core-07%0A"}},
+            ],
+            "links": [{"path": "/etc/l", "target": "/etc/a"}],
+        },
+        "systemd": {
+            "units": [
+                {
+                    "name": "etcd-member.service",
+                    "enabled": True,
+                    "dropins": [{"name": "20.conf", "contents": "[Service]\n"}],
+                },
+                {"name": "x.service", "contents": "[Service]\n", "enabled": False},
+                {"name": "locksmithd.service", "mask": True},
+            ]
+        },
+        "passwd": {"users": [{"name": "core", "sshAuthorizedKeys": ["k1", "k2"], "groups": ["x"]}]},
+    }
+    plan = agent.plan_ignition(config, persistent=Path("/etc/systemd/system"))
+    assert plan.files[Path("/etc/a")] == (b"a b\n", 0o600)
+    assert plan.files[Path("/etc/b")] == (b"hi", 0o644)
+    assert (
+        plan.files[Path("/etc/systemd/system/etcd-member.service.d/20.conf")][0] == b"[Service]\n"
+    )
+    assert Path("/etc/systemd/system/x.service") in plan.files
+    assert plan.hostname == "core-07"
+    assert plan.users == {"core": ["k1", "k2"]}
+    assert (plan.enables, plan.disables, plan.masks) == (
+        ["etcd-member.service"],
+        ["x.service"],
+        ["locksmithd.service"],
+    )
+    assert plan.notes == [
+        "not applied by the stand-in box: kernelArguments, ignition.config, storage.links, "
+        "passwd.users[0].groups"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("config", "problem"),
+    [
+        ({"ignition": {"version": "2.2.0"}}, "not a spec 3 version"),
+        (
+            {
+                "ignition": {"version": "3.4.0"},
+                "storage": {"files": [{"path": "/x", "contents": {"source": "https://x/y"}}]},
+            },
+            "only data: URLs",
+        ),
+        (
+            {"ignition": {"version": "3.4.0"}, "storage": {"files": [{"path": "rel"}]}},
+            "not an absolute path",
+        ),
+        (
+            {"ignition": {"version": "3.4.0"}, "systemd": {"units": [{"name": "../x.service"}]}},
+            "is not a systemd unit name",
+        ),
+        (
+            {"ignition": {"version": "3.4.0"}, "passwd": {"users": [{"name": "Root;"}]}},
+            "is not a user name",
+        ),
+    ],
+)
+def test_the_agent_refuses_what_it_cannot_apply_safely(
+    config: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises(agent.AgentError, match=problem):
+        agent.plan_ignition(config)
+
+
+def test_the_agent_prefers_the_firmware_config_then_the_mounted_file(tmp_path: Path) -> None:
+    firmware, mounted = tmp_path / "raw", tmp_path / "config.ign"
+    assert agent.find_ignition((firmware, mounted)) is None
+    mounted.write_text("{}")
+    assert agent.find_ignition((firmware, mounted)) == mounted
+    firmware.write_text("{}")
+    assert agent.find_ignition((firmware, mounted)) == firmware

@@ -49,6 +49,7 @@ OPTION = "--coreos-provider"
 ROOTFS_ENVIRONMENT = "PYTEST_COREOS_ROOTFS"
 BUILD_BOX = Path(pytest_coreos.__file__).resolve().parent.parent / "box" / "build-box"
 USER_DATA = "/var/lib/coreos-vagrant/vagrantfile-user-data"
+IGNITION = "/usr/share/oem/config.ign"  # where the stand-in's agent looks for one
 # The container's init: found among systemd-nspawn's children once it has exec'ed.
 LEADER_WAIT = 10.0
 STOP_GRACE = 15.0
@@ -260,7 +261,7 @@ class NspawnProvider(LabDiscovery):
         assert lab is not None
         etcd_ids = _ids(self.rootfs, "etcd")
         user_data = context.workdir / "user-data"
-        if not user_data.is_file():
+        if context.write_ignition is None and not user_data.is_file():
             user_data.write_text(render.render_user_data(context.user_data))
         die_with_parent = not context.spec.keep
         for index, name in enumerate(machine_names(context.spec.instances), 1):
@@ -287,6 +288,10 @@ class NspawnProvider(LabDiscovery):
                 # No serial console in a container: its getty would wait 90 s for one.
                 Path("/dev/null"): "/etc/systemd/system/serial-getty@ttyS0.service",
             }
+            if context.write_ignition is not None:
+                # The machine's Ignition config instead of user-data.
+                del binds[user_data]
+                binds[context.write_ignition(name, network.address, network.address)] = IGNITION
             argv = [
                 self.nspawn,
                 "--boot",

@@ -1,4 +1,4 @@
-"""The stand-in box's coreos-cloudinit: applies the Vagrant user-data when it appears.
+"""The stand-in box's coreos-cloudinit and Ignition: applies the machine's config.
 
 On CoreOS, Vagrant's provisioners copied the cluster's ``user-data`` to
 ``/var/lib/coreos-vagrant/vagrantfile-user-data`` and coreos-cloudinit applied it. The
@@ -9,13 +9,37 @@ Debian stand-in box runs this agent instead (from a systemd path unit, and at ev
 too: the box build copies ``render.py`` next to this file), and ``coreos.units`` are
 written, enabled and started with systemd.
 
+On Flatcar, Ignition applies a JSON config (spec 3.x) once, in the initramfs, before
+systemd starts the system. Where the machine has one, this agent applies it instead of
+user-data, at every boot (a container of the nspawn provider starts afresh each time):
+from QEMU's firmware config, where Flatcar's images read it
+(``/sys/firmware/qemu_fw_cfg/by_name/opt/org.flatcar-linux/config/raw``: the box loads
+``qemu_fw_cfg``), or from ``/usr/share/oem/config.ign`` (a file the nspawn provider
+mounts). It writes ``storage.files`` (``data:`` URLs, gzip, mode), ``systemd.units``
+(contents, drop-ins, mask, enabled: enabled units are then started, as they would have
+been by the boot Ignition precedes), the SSH keys of ``passwd.users`` (a user it does not
+have is made, with passwordless sudo like Flatcar's ``core``) and the hostname; what else
+the config asks for is listed in the status file, not applied.
+
+Ignition configs written for Flatcar run etcd as ``etcd-member.service``, with their
+``ETCD_*`` settings in a drop-in. The box has that unit itself (installed by the box
+build, beside Debian's ``etcd.service``): it runs ``/usr/lib/flatcar/etcd-wrapper``, which
+on Flatcar starts etcd's container and here execs Debian's etcd binary, so a drop-in
+written for Flatcar configures it unchanged. That keeps the agent from renaming units: a
+unit of the config is applied as named, and one the box lacks (``fleet.service``) is
+reported, not started.
+
 The functions that decide what to do are pure, so the plugin's tests run them on the host.
 """
 
 from __future__ import annotations
 
+import base64
+import gzip
 import ipaddress
 import json
+import os
+import pwd
 import re
 import subprocess
 import sys
@@ -24,6 +48,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from pytest_coreos import render
 from pytest_coreos.errors import UserDataError
@@ -37,6 +62,15 @@ RUNTIME_UNITS = Path("/run/systemd/system")
 ETCD_UNIT = "etcd.service"
 ETCD_DROP_IN = "20-cloudinit.conf"
 ADDRESS_WAIT_SECONDS = 120.0
+# Where an Ignition config is found, in this order: QEMU's firmware config under Flatcar's
+# name, then a file the provider mounts (the nspawn provider).
+IGNITION_SOURCES = (
+    Path("/sys/firmware/qemu_fw_cfg/by_name/opt/org.flatcar-linux/config/raw"),
+    Path("/usr/share/oem/config.ign"),
+)
+HOSTNAME_FILE = Path("/etc/hostname")
+SUDOERS = Path("/etc/sudoers.d")
+_USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
 # etcd 3.4 serves the v2 API (what CoreOS's etcd and etcd2 spoke, and what the plugin's
 # handles use) only when asked to.
@@ -238,6 +272,231 @@ def plan(
     return result
 
 
+# --- Ignition -------------------------------------------------------------------------------
+
+
+@dataclass
+class IgnitionPlan:
+    """Everything one application of an Ignition config does, in order."""
+
+    files: dict[Path, tuple[bytes, int]] = field(default_factory=dict)  # content, mode
+    hostname: str | None = None
+    users: dict[str, list[str]] = field(default_factory=dict)  # name: SSH keys
+    masks: list[str] = field(default_factory=list)
+    enables: list[str] = field(default_factory=list)
+    disables: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def decode_data_url(source: object, where: str) -> bytes:
+    """The bytes of a ``data:`` URL (RFC 2397: percent-encoded, or ``;base64``)."""
+    if not isinstance(source, str) or not source.startswith("data:") or "," not in source:
+        raise AgentError(f"{where}: only data: URLs are applied by the stand-in, not {source!r}")
+    header, _, payload = source[len("data:") :].partition(",")
+    if header.endswith(";base64"):
+        try:
+            return base64.b64decode(unquote_to_bytes(payload), validate=True)
+        except ValueError as error:
+            raise AgentError(f"{where}: bad base64 ({error})") from None
+    return unquote_to_bytes(payload)
+
+
+def _mapping(value: object, where: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise AgentError(f"{where} is not an object")
+    return value
+
+
+def _list(value: object, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise AgentError(f"{where} is not an array")
+    return value
+
+
+def _others(section: Mapping[str, Any], known: set[str], prefix: str) -> list[str]:
+    return [f"{prefix}{key}" for key in section if key not in known and section[key]]
+
+
+def plan_ignition(
+    config: Mapping[str, Any], *, persistent: Path = PERSISTENT_UNITS
+) -> IgnitionPlan:
+    """What an Ignition config asks of this machine, as far as the stand-in applies it."""
+    result = IgnitionPlan()
+    version = _mapping(config.get("ignition"), "ignition").get("version")
+    if not isinstance(version, str) or not version.startswith("3."):
+        raise AgentError(f"ignition.version {version!r} is not a spec 3 version")
+    ignored = _others(config, {"ignition", "storage", "systemd", "passwd"}, "")
+    ignored += _others(_mapping(config.get("ignition"), "ignition"), {"version"}, "ignition.")
+    storage = _mapping(config.get("storage"), "storage")
+    ignored += _others(storage, {"files"}, "storage.")
+    for index, entry in enumerate(_list(storage.get("files"), "storage.files")):
+        where = f"storage.files[{index}]"
+        entry = _mapping(entry, where)
+        path = entry.get("path")
+        if not isinstance(path, str) or not path.startswith("/") or "/../" in f"{path}/":
+            raise AgentError(f"{where}.path: {path!r} is not an absolute path")
+        contents = _mapping(entry.get("contents"), f"{where}.contents")
+        data = b""
+        if contents.get("source") is not None:
+            data = decode_data_url(contents["source"], f"{where}.contents.source")
+        compression = contents.get("compression") or ""
+        if compression == "gzip":
+            data = gzip.decompress(data)
+        elif compression:
+            raise AgentError(f"{where}: compression {compression!r} is not gzip")
+        mode = entry.get("mode", 0o644)
+        if not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode <= 0o7777:
+            raise AgentError(f"{where}.mode: {mode!r} is not a file mode")
+        ignored += _others(entry, {"path", "contents", "mode", "overwrite"}, f"{where}.")
+        result.files[Path(path)] = (data, mode)
+        if path == str(HOSTNAME_FILE):
+            result.hostname = data.decode("utf-8", "replace").strip() or None
+    systemd = _mapping(config.get("systemd"), "systemd")
+    for index, unit in enumerate(_list(systemd.get("units"), "systemd.units")):
+        where = f"systemd.units[{index}]"
+        unit = _mapping(unit, where)
+        name = _unit_name(unit.get("name"), f"{where}.name")
+        if unit.get("contents") is not None:
+            if not isinstance(unit["contents"], str):
+                raise AgentError(f"{where}.contents is not text")
+            result.files[persistent / name] = (unit["contents"].encode(), 0o644)
+        for position, dropin in enumerate(_list(unit.get("dropins"), f"{where}.dropins")):
+            dropin = _mapping(dropin, f"{where}.dropins[{position}]")
+            dropin_name = dropin.get("name")
+            if not isinstance(dropin_name, str) or not _DROP_IN_NAME.fullmatch(dropin_name):
+                raise AgentError(f"{where}.dropins[{position}].name: {dropin_name!r}")
+            text = dropin.get("contents") or ""
+            if not isinstance(text, str):
+                raise AgentError(f"{where}.dropins[{position}].contents is not text")
+            result.files[persistent / f"{name}.d" / dropin_name] = (text.encode(), 0o644)
+        if unit.get("mask") is True:
+            result.masks.append(name)
+        if unit.get("enabled") is True:
+            result.enables.append(name)
+        elif unit.get("enabled") is False:
+            result.disables.append(name)
+    passwd = _mapping(config.get("passwd"), "passwd")
+    ignored += _others(passwd, {"users"}, "passwd.")
+    for index, user in enumerate(_list(passwd.get("users"), "passwd.users")):
+        where = f"passwd.users[{index}]"
+        user = _mapping(user, where)
+        user_name = user.get("name")
+        if not isinstance(user_name, str) or not _USER_NAME.fullmatch(user_name):
+            raise AgentError(f"{where}.name: {user_name!r} is not a user name")
+        keys = _list(user.get("sshAuthorizedKeys"), f"{where}.sshAuthorizedKeys")
+        if any(not isinstance(key, str) or "\n" in key for key in keys):
+            raise AgentError(f"{where}.sshAuthorizedKeys: each key is one line of text")
+        result.users.setdefault(user_name, []).extend(key for key in keys if key)
+        ignored += _others(user, {"name", "sshAuthorizedKeys"}, f"{where}.")
+    if ignored:
+        result.notes.append("not applied by the stand-in box: " + ", ".join(ignored))
+    return result
+
+
+def find_ignition(sources: Sequence[Path] = IGNITION_SOURCES) -> Path | None:
+    """The first place that holds an Ignition config, or None."""
+    for path in sources:
+        try:
+            if path.is_file() and path.stat().st_size > 0:
+                return path
+        except OSError:
+            continue
+    return None
+
+
+def _same_file(path: Path, data: bytes, mode: int) -> bool:
+    try:
+        return path.read_bytes() == data and path.stat().st_mode & 0o7777 == mode
+    except OSError:
+        return False
+
+
+def _write_file(path: Path, data: bytes, mode: int) -> None:
+    if _same_file(path, data, mode):
+        return  # also where it cannot be replaced (the nspawn provider's read-only hostname)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(data)
+    temporary.chmod(mode)
+    temporary.replace(path)
+
+
+def _install_keys(name: str, keys: Sequence[str]) -> str | None:
+    """Give user ``name`` these SSH keys, making the user (with sudo) if there is none."""
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        made = _run(["useradd", "--create-home", "--shell", "/bin/bash", name])
+        if made.returncode != 0:
+            return f"user {name}: {made.stderr.strip()}"
+        _write_file(
+            SUDOERS / f"ignition-{name}", f"{name} ALL=(ALL) NOPASSWD:ALL\n".encode(), 0o440
+        )
+    entry = pwd.getpwnam(name)
+    ssh = Path(entry.pw_dir) / ".ssh"
+    ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _write_file(ssh / "authorized_keys", "".join(f"{key}\n" for key in keys).encode(), 0o600)
+    for path in (ssh, ssh / "authorized_keys"):
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    return None
+
+
+def apply_ignition(text: str, source: Path) -> dict[str, Any]:
+    """Apply Ignition config ``text`` to this machine; return what was done."""
+    config = json.loads(text)
+    if not isinstance(config, dict):
+        raise AgentError(f"{source}: not an Ignition config object")
+    todo = plan_ignition(config)
+    for path, (data, mode) in todo.files.items():
+        _write_file(path, data, mode)
+    failures: list[str] = []
+    if todo.hostname is not None and _run(["hostname", todo.hostname]).returncode != 0:
+        failures.append(f"hostname {todo.hostname}")
+    for name, keys in todo.users.items():
+        problem = _install_keys(name, keys)
+        if problem is not None:
+            failures.append(problem)
+    for name in todo.masks:
+        if _run(["systemctl", "mask", name]).returncode != 0:
+            failures.append(f"mask {name}")
+    subprocess.run(["systemctl", "daemon-reload"], check=True)
+    skipped: list[str] = []
+    started: list[str] = []
+    for name in todo.disables:
+        _run(["systemctl", "disable", name])
+    for name in todo.enables:
+        if not _unit_exists(name):
+            skipped.append(name)  # a Flatcar unit the stand-in box does not have
+            continue
+        enabled = _run(["systemctl", "enable", name])
+        if enabled.returncode != 0:
+            failures.append(f"enable {name}: {enabled.stderr.strip()}")
+            continue
+        # Ignition runs before the boot that starts enabled units; this runs during it.
+        done = _run(["systemctl", "--no-block", "start", name])
+        if done.returncode != 0:
+            failures.append(f"start {name}: {done.stderr.strip()}")
+        else:
+            started.append(name)
+    notes = list(todo.notes)
+    if skipped:
+        notes.append("no such unit in the stand-in box, not enabled: " + ", ".join(skipped))
+    return {
+        "ignition": str(source),
+        "files": sorted(str(path) for path in todo.files),
+        "users": sorted(todo.users),
+        "hostname": todo.hostname,
+        "started": started,
+        "masked": todo.masks,
+        "notes": notes,
+        "failures": failures,
+    }
+
+
 # --- doing it -------------------------------------------------------------------------------
 
 
@@ -311,13 +570,17 @@ def apply(text: str) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] = ()) -> int:
+    ignition = None if argv else find_ignition()
     path = Path(argv[0]) if argv else USER_DATA
-    if not path.is_file():
+    if ignition is None and not path.is_file():
         print(f"coreos-agent: {path} is not a file (yet); nothing to apply")
         return 0
     try:
-        status = apply(path.read_text())
-    except (AgentError, UserDataError, ValueError) as error:
+        if ignition is not None:  # Ignition is the machine's config: no user-data then
+            status = apply_ignition(ignition.read_text(), ignition)
+        else:
+            status = apply(path.read_text())
+    except (AgentError, UserDataError, ValueError, OSError) as error:
         status = {"error": str(error)}
         print(f"coreos-agent: {error}", file=sys.stderr)
     STATUS.parent.mkdir(parents=True, exist_ok=True)
