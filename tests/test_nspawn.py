@@ -41,6 +41,19 @@ def nspawn_processes(under: Path | str) -> dict[int, list[str]]:
     return found
 
 
+def container_cgroup(pid: int) -> Path:
+    """The folder, in the unified (v2) hierarchy, of the cgroup systemd-nspawn ``pid`` was
+    started in: it moves itself to its ``supervisor`` child, the container to ``payload``."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        if line.startswith("0::"):
+            path = line.removeprefix("0::").lstrip("/")
+            unified = Path("/sys/fs/cgroup/unified")
+            mount = unified if (unified / "cgroup.procs").exists() else Path("/sys/fs/cgroup")
+            cgroup = mount / path
+            return cgroup.parent if cgroup.name == "supervisor" else cgroup
+    raise AssertionError(f"process {pid} has no unified cgroup")
+
+
 def lab_of(processes: dict[int, list[str]]) -> set[str]:
     """The network namespaces of the containers' lab, its hub included."""
     prefix = "--network-namespace-path=/run/netns/"
@@ -145,6 +158,7 @@ def test_a_killed_pytest_leaves_containers_that_the_next_run_reaps(inner) -> Non
     assert len(pids) == 4  # systemd-nspawn and the container's init, per machine
     namespaces = lab_of(nspawn_processes(inner.path))
     assert len(namespaces) == 3
+    cgroups = [container_cgroup(pid) for pid in nspawn_processes(inner.path)]
     run.kill()
     run.communicate(timeout=30)
     reap = subprocess.run(
@@ -158,6 +172,22 @@ def test_a_killed_pytest_leaves_containers_that_the_next_run_reaps(inner) -> Non
     assert not [pid for pid in pids if _alive(pid)]
     assert nspawn_processes(inner.path) == {}
     assert not namespaces & set(lab_namespaces())
+    assert not [cgroup for cgroup in cgroups if cgroup.exists()]
+
+
+@needs_root
+def test_each_container_has_a_cgroup_of_its_own(coreos_cluster_factory) -> None:
+    """Containers started from one process would share its cgroup, and with it every
+    unit's: the same unit in two containers would be one cgroup, which each systemd
+    creates and removes under the other's feet (units failing with 219/CGROUP)."""
+    with coreos_cluster_factory(instances=2, provider="nspawn") as cluster:
+        cgroups = [container_cgroup(pid) for pid in nspawn_processes(cluster.workdir)]
+        assert sorted(cgroup.name for cgroup in cgroups) == sorted(
+            name for name in lab_of(nspawn_processes(cluster.workdir)) if not name.endswith("hub")
+        )
+        for cgroup in cgroups:  # each container's systemd runs its etcd in its own tree
+            assert list(cgroup.glob("payload/system.slice/etcd.service"))
+    assert not [cgroup for cgroup in cgroups if cgroup.exists()]
 
 
 HOLD = """

@@ -31,7 +31,7 @@ from pytest_coreos import render
 from pytest_coreos.cluster import Machine, machine_names
 from pytest_coreos.discovery import DiscoveryService
 from pytest_coreos.errors import ConfigError, ProcessError
-from pytest_coreos.netns import NetworkLab
+from pytest_coreos.netns import NAMESPACE_PREFIX, NetworkLab
 from pytest_coreos.process import (
     ManagedProcess,
     descendants_of,
@@ -53,6 +53,11 @@ IGNITION = "/usr/share/oem/config.ign"  # where the stand-in's agent looks for o
 # The container's init: found among systemd-nspawn's children once it has exec'ed.
 LEADER_WAIT = 10.0
 STOP_GRACE = 15.0
+CGROUPS = Path("/sys/fs/cgroup")
+# Moves the shell into each cgroup named before "--", then runs the rest in its place.
+_ENTER_CGROUPS = (
+    'while [ "$1" != -- ]; do echo $$ > "$1/cgroup.procs" || exit 1; shift; done; shift; exec "$@"'
+)
 # Debian's ifupdown would bring up lo (already up) and fail: the container has no
 # CAP_NET_ADMIN in a namespace it did not make. eth0 is configured by the lab.
 INTERFACES = "# eth0 and lo are configured by pytest-coreos's network lab.\n"
@@ -111,6 +116,47 @@ def find_rootfs(context: BootContext) -> Path:
     return Path(output.strip().splitlines()[-1])
 
 
+def container_cgroups(name: str) -> list[Path]:
+    """A cgroup of container ``name``'s own (its network namespace's name, which starts
+    with ``pytest-coreos-``) under this process's, in systemd's hierarchies (the named v1
+    ``systemd`` one and the unified one, or the one v2 tree).
+
+    systemd-nspawn, unregistered, keeps its caller's cgroup: containers started from one
+    process would share it, and with it every unit's cgroup (a unit of the same name in
+    two containers would be one cgroup, each systemd creating and removing it under the
+    other's feet: units failing with status 219/CGROUP).
+    """
+    found = []
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        hierarchy, controllers, path = line.split(":", 2)
+        if controllers == "name=systemd":
+            mount = CGROUPS / "systemd"
+        elif hierarchy == "0" and not controllers:
+            unified = CGROUPS / "unified"
+            mount = unified if (unified / "cgroup.procs").exists() else CGROUPS
+        else:
+            continue
+        found.append(mount / path.lstrip("/") / name)
+    return found
+
+
+def remove_cgroups(cgroups: Sequence[Path], timeout: float = 5.0) -> None:
+    """Remove the cgroups, deepest first, once the processes that were in them are gone
+    (the kernel ends a container's processes shortly after its init)."""
+    deadline = time.monotonic() + timeout
+    for cgroup in cgroups:
+        while cgroup.exists():
+            try:
+                for folder, _, _ in sorted(os.walk(cgroup), key=lambda e: -len(e[0])):
+                    os.rmdir(folder)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
+
+
 def _ids(rootfs: Path, user: str) -> tuple[int, int]:
     """The uid and gid of ``user`` inside the rootfs."""
     for line in (rootfs / "etc/passwd").read_text().splitlines():
@@ -123,9 +169,10 @@ def _ids(rootfs: Path, user: str) -> tuple[int, int]:
 class Container:
     """One machine: its systemd-nspawn process and, once booted, the container's init."""
 
-    def __init__(self, name: str, process: ManagedProcess) -> None:
+    def __init__(self, name: str, process: ManagedProcess, cgroups: Sequence[Path] = ()) -> None:
         self.name = name
         self.process = process
+        self.cgroups = list(cgroups)  # its own (see container_cgroups)
         self.leader: ManagedProcess | None = None
 
     @property
@@ -292,7 +339,21 @@ class NspawnProvider(LabDiscovery):
                 # The machine's Ignition config instead of user-data.
                 del binds[user_data]
                 binds[context.write_ignition(name, network.address, network.address)] = IGNITION
+            cgroups = container_cgroups(network.netns)
+            for cgroup in cgroups:
+                try:
+                    cgroup.mkdir(exist_ok=True)
+                except OSError as error:
+                    raise ProcessError(
+                        f"{name} systemd-nspawn", f"no cgroup of its own: {error}"
+                    ) from error
             argv = [
+                "sh",
+                "-c",
+                _ENTER_CGROUPS,
+                "sh",
+                *map(str, cgroups),
+                "--",
                 self.nspawn,
                 "--boot",
                 f"--directory={self.rootfs}",
@@ -312,7 +373,7 @@ class NspawnProvider(LabDiscovery):
                 cwd=directory,
                 die_with_parent=die_with_parent,
             )
-            self.containers.append(Container(name, process))
+            self.containers.append(Container(name, process, cgroups))
             self._descriptions.append(
                 {
                     "name": name,
@@ -374,12 +435,16 @@ class NspawnProvider(LabDiscovery):
             "namespaces": self.lab.namespaces if self.lab is not None else [],
             "machines": self._descriptions,
             "rootfs": str(getattr(self, "rootfs", "")),
+            "cgroups": [
+                str(cgroup) for container in self.containers for cgroup in container.cgroups
+            ],
         }
 
     def close(self) -> None:
         for container in self.containers:
             container.resume()
         kill_all([p for container in self.containers for p in container.processes])
+        remove_cgroups([cgroup for container in self.containers for cgroup in container.cgroups])
         if self.discovery is not None:
             self.discovery.close()
         if self.lab is not None:
@@ -401,6 +466,28 @@ class NspawnProvider(LabDiscovery):
 
 def create(context: BootContext) -> NspawnProvider:
     return NspawnProvider(context)
+
+
+def reap(record: Mapping[str, Any]) -> list[str]:
+    """The cgroups of a dead run's containers: what still runs in them is killed (a
+    container's init outlives a killed pytest), then they are removed."""
+    cgroups = [
+        Path(path)
+        for path in record.get("cgroups", [])
+        if Path(path).is_relative_to(CGROUPS) and Path(path).name.startswith(NAMESPACE_PREFIX)
+    ]
+    removed = []
+    for cgroup in cgroups:
+        if not cgroup.is_dir():
+            continue
+        for folder, _, _ in os.walk(cgroup):
+            with contextlib.suppress(OSError):
+                for pid in (Path(folder) / "cgroup.procs").read_text().split():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), signal.SIGKILL)
+        removed.append(f"cgroup {cgroup}")
+    remove_cgroups(cgroups)
+    return removed
 
 
 def attach(context: BootContext, record: Mapping[str, Any]) -> NspawnProvider:
