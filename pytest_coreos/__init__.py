@@ -20,11 +20,13 @@ from pytest_coreos.errors import (
     SSHError,
     SSHHostKeyError,
     UnitError,
+    UnitsError,
     UserDataError,
 )
 from pytest_coreos.etcd import EtcdClient
 from pytest_coreos.options import ClusterSpec
 from pytest_coreos.ssh import CommandResult, SSHClient
+from pytest_coreos.systemd import Systemd, Units, UnitStatus
 
 __version__ = "0.1.0"
 
@@ -49,6 +51,10 @@ __all__ = [
     "SSHCommandError",
     "SSHError",
     "SSHHostKeyError",
+    "Systemd",
     "UnitError",
+    "UnitStatus",
+    "Units",
+    "UnitsError",
     "UserDataError",
 ]

@@ -38,6 +38,7 @@ from pytest_coreos.providers import attach_provider, discovery_address, get_prov
 from pytest_coreos.providers.base import BootContext, MachineControl, Provider
 from pytest_coreos.ssh import SSHClient
 from pytest_coreos.sshd import generate_ed25519_key
+from pytest_coreos.systemd import Systemd, Units
 from pytest_coreos.waiting import NotReady, poll
 
 
@@ -54,6 +55,7 @@ class Machine:
         etcd_endpoints: Sequence[str],
         control: MachineControl,
         http_session: Callable[[], requests.Session] | None = None,
+        systemd: bool = True,
     ) -> None:
         self.name = name
         self.private_ipv4 = private_ipv4
@@ -63,6 +65,8 @@ class Machine:
         # network (a network lab's namespace), every HTTP session must come from here.
         self.http_session = http_session
         self.etcd = self.etcd_client(etcd_endpoints)
+        # False where the machine runs no systemd of its own (the local provider's).
+        self._has_systemd = systemd
         self._control = control
         self.on_change: Callable[[], None] = lambda: None  # its processes changed
         # Seconds from the start of the last wait until its etcd served with every member
@@ -78,6 +82,11 @@ class Machine:
     def running(self) -> bool:
         """True while the machine's etcd runs."""
         return self._control.running
+
+    @property
+    def systemd(self) -> Systemd:
+        """The machine's systemd: units' status, start/stop, journal, waits, unit files."""
+        return Systemd(self.ssh, self.name, available=self._has_systemd)
 
     @property
     def etcd_endpoints(self) -> tuple[str, ...]:
@@ -205,6 +214,12 @@ class Cluster:
         if fleet is None:
             fleet = self.__dict__["_fleet"] = Fleet(self)
         return fleet
+
+    @property
+    def units(self) -> Units:
+        """One systemd unit on every running machine (or those given) at once: deploy,
+        wait, status, remove."""
+        return Units(self)
 
     @property
     def prefix(self) -> str:

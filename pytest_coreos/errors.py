@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pytest_coreos.ssh import CommandResult
+    from pytest_coreos.systemd import UnitStatus
 
 
 class CoreOSError(Exception):
@@ -148,16 +149,51 @@ class SSHCommandError(SSHError):
 
 class UnitError(CoreOSError):
     """A systemd unit did not reach the state asked for, or cannot be managed on a machine
-    (the local provider runs no systemd)."""
+    (the local provider runs no systemd). ``unit`` and ``status`` (its last
+    :class:`~pytest_coreos.systemd.UnitStatus`) are set where known."""
 
-    def __init__(self, machine: str, problem: str, journal: str = "") -> None:
+    def __init__(
+        self,
+        machine: str,
+        problem: str,
+        journal: str = "",
+        *,
+        unit: str = "",
+        status: UnitStatus | None = None,
+    ) -> None:
         self.machine = machine
         self.problem = problem
         self.journal = journal
+        self.unit = unit
+        self.status = status
         message = f"{machine}: {problem}"
         if journal:
             message += f"\n--- journal (last lines) ---\n{journal.rstrip()}"
         super().__init__(message)
+
+
+class UnitsError(UnitError):
+    """A unit failed on some machines of a cluster (``cluster.units``): ``errors`` holds
+    each machine's own :class:`UnitError`, and the message shows every one of them."""
+
+    def __init__(self, unit: str, action: str, machines: int, errors: Sequence[UnitError]) -> None:
+        self.errors = list(errors)
+        names = ", ".join(error.machine for error in self.errors)
+        problem = f"{action} failed on {len(self.errors)} of {machines} machine(s)"
+        journal = "\n".join(
+            f"--- {error.machine} ---\n{error.journal.rstrip()}"
+            for error in self.errors
+            if error.journal
+        )
+        self.machine = names
+        self.problem = problem
+        self.journal = journal
+        self.unit = unit
+        self.status = None
+        # Not UnitError's message: each machine's error in full, under one line.
+        CoreOSError.__init__(
+            self, f"{problem}: {names}\n" + "\n".join(str(error) for error in self.errors)
+        )
 
 
 class FleetError(CoreOSError):

@@ -391,6 +391,7 @@ class LocalProvider(LabDiscovery):
                     etcd_endpoints=description["etcd_endpoints"],
                     control=machine,
                     http_session=http_session,
+                    systemd=False,  # its etcd and sshd are processes on this host
                 )
             )
         return handles
