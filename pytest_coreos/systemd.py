@@ -261,10 +261,12 @@ class Systemd:
         self._systemctl(verb, unit, unit=unit, timeout=timeout)
         return self.status(unit)
 
-    def enable(self, unit: str, *, now: bool = False) -> None:
-        """Enable the unit (as its ``[Install]`` section says); ``now`` starts it too."""
+    def enable(self, unit: str, *, now: bool = False, runtime: bool = False) -> None:
+        """Enable the unit (as its ``[Install]`` section says); ``now`` starts it too,
+        ``runtime`` enables it until the next boot only."""
         unit = unit_name(unit)
-        self._systemctl("enable", *(["--now"] if now else []), unit, unit=unit)
+        flags = [*(["--now"] if now else []), *(["--runtime"] if runtime else [])]
+        self._systemctl("enable", *flags, unit, unit=unit)
 
     def disable(self, unit: str, *, now: bool = False) -> None:
         """Disable the unit; ``now`` stops it too."""
@@ -414,8 +416,9 @@ class Units:
         runtime: bool = False,
         timeout: float = 30.0,
     ) -> dict[str, UnitStatus]:
-        """Install unit file ``name`` with ``content`` on the machines, start it (enable
-        it too with ``enable``) and wait until it is ``state`` on each of them."""
+        """Install unit file ``name`` with ``content`` on the machines (until the next
+        boot with ``runtime``), start it (enable it too with ``enable``) and wait until it
+        is ``state`` on each of them."""
         name = unit_name(name)
 
         def deploy_on(machine: Machine) -> UnitStatus:
@@ -423,7 +426,7 @@ class Units:
             systemd = machine.systemd
             systemd.install(name, content, runtime=runtime)
             if enable:
-                systemd.enable(name)
+                systemd.enable(name, runtime=runtime)
             try:
                 systemd.start(name, timeout=max(deadline - time.monotonic(), 1.0))
             except UnitError:

@@ -292,8 +292,9 @@ def test_enable_now_and_a_runtime_unit(containers: Cluster, unit: str) -> None:
     assert systemd.install(unit, LOOP.format(name=unit), runtime=True) == (
         f"/run/systemd/system/{unit}"
     )
-    systemd.enable(unit, now=True)
+    systemd.enable(unit, now=True, runtime=True)
     assert systemd.status(unit).active
+    assert systemd.status(unit).unit_file_state == "enabled-runtime"
     systemd.disable(unit, now=True)
     assert systemd.status(unit).active_state == "inactive"
 
