@@ -401,8 +401,10 @@ def find_ignition(sources: Sequence[Path] = IGNITION_SOURCES) -> Path | None:
     """The first place that holds an Ignition config, or None."""
     for path in sources:
         try:
-            if path.is_file() and path.stat().st_size > 0:
-                return path
+            # Read, not stat'ed: sysfs gives the firmware config entry a size of 0.
+            with path.open("rb") as handle:
+                if handle.read(1):
+                    return path
         except OSError:
             continue
     return None
