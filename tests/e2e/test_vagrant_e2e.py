@@ -34,6 +34,8 @@ pytestmark = pytest.mark.vagrant_e2e
 REPO = Path(__file__).resolve().parents[2]
 USER_DATA = Path(__file__).resolve().parent / "data" / "user-data"
 CHECKS = Path(__file__).resolve().parent / "vagrant_machines.py"
+# The systemd units suite users run on nspawn, unchanged on VMs.
+UNITS_SUITE = REPO / "examples" / "systemd" / "check_units.py"
 URI = "qemu:///system"
 INNER_TIMEOUT = 45 * 60
 # The test an interrupted or killed inner run is about to run: any that needs the cluster.
@@ -379,7 +381,12 @@ def test_three_vms_through_the_plugin(tmp_path: Path, capsys: pytest.CaptureFixt
             inner_status, lines = _run_inner(
                 namespace,
                 vagrant_home,
-                [*_cluster_args(box, 3), "examples/", str(CHECKS.relative_to(REPO))],
+                [
+                    *_cluster_args(box, 3),
+                    "examples/",
+                    str(CHECKS.relative_to(REPO)),
+                    str(UNITS_SUITE.relative_to(REPO)),
+                ],
                 log,
             )
             left = _leftovers(namespace, networks_before)
