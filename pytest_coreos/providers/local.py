@@ -202,10 +202,13 @@ class LocalMachine:
                 )
 
 
-class LabDiscovery:
-    """``discovery_url()`` for a provider whose machines live in a network lab: they reach
-    nothing outside it, so the cluster gets a discovery service of its own on the lab's
-    hub (shared by the local provider's netns mode and the nspawn provider)."""
+class LabProvider:
+    """What the local and nspawn providers share: machines that are processes of this
+    run, possibly in a network lab (the local provider's netns mode, always for nspawn).
+
+    Machines in a lab reach nothing outside it, so :meth:`discovery_url` gives the cluster
+    a discovery service of its own on the lab's hub; partitions are the lab's.
+    """
 
     context: BootContext
     lab: NetworkLab | None
@@ -214,6 +217,46 @@ class LabDiscovery:
 
     def describe(self) -> dict[str, Any]:
         raise NotImplementedError
+
+    def machine_processes(self) -> list[ManagedProcess]:
+        """Every process the machines run (not the discovery service)."""
+        raise NotImplementedError
+
+    @property
+    def pids(self) -> list[int]:
+        return [
+            process.pid
+            for process in self.machine_processes()
+            if process.pid is not None and process.running
+        ]
+
+    def _running_record(self) -> dict[str, Any]:
+        """The part of :meth:`describe` that reaping needs: processes and namespaces."""
+        processes = self.machine_processes()
+        if self.discovery is not None:
+            processes += self.discovery.processes
+        return {
+            "processes": [process.to_record() for process in processes if process.started],
+            "namespaces": self.lab.namespaces if self.lab is not None else [],
+        }
+
+    def partition(self, groups: Sequence[Sequence[str]]) -> None:
+        if self.lab is None:
+            raise ConfigError(
+                "--coreos-network",
+                "partitions need machines in network namespaces",
+                "run with --coreos-network=netns (as root)",
+            )
+        self.lab.partition(*groups)
+
+    def heal(self) -> None:
+        if self.lab is not None:
+            self.lab.heal()
+
+    def detach(self) -> None:
+        """Leave the machines running (a kept cluster) and let go of them."""
+        for process in self.machine_processes():
+            process.detach()
 
     def discovery_url(self) -> str | None:
         """The lab's own discovery service's URL for the cluster; None outside a lab or
@@ -241,7 +284,7 @@ class LabDiscovery:
         return self.discovery.new_cluster(spec.instances)
 
 
-class LocalProvider(LabDiscovery):
+class LocalProvider(LabProvider):
     """Boots a cluster of local machines on a loopback block of its own."""
 
     def __init__(self, context: BootContext) -> None:
@@ -396,22 +439,12 @@ class LocalProvider(LabDiscovery):
             )
         return handles
 
-    @property
-    def pids(self) -> list[int]:
-        return [
-            process.pid
-            for machine in self.machines
-            for process in machine.processes
-            if process.pid is not None and process.running
-        ]
+    def machine_processes(self) -> list[ManagedProcess]:
+        return [process for machine in self.machines for process in machine.processes]
 
     def describe(self) -> dict[str, Any]:
-        processes = [p for machine in self.machines for p in machine.processes]
-        if self.discovery is not None:
-            processes += self.discovery.processes
         return {
-            "processes": [process.to_record() for process in processes if process.started],
-            "namespaces": self.lab.namespaces if self.lab is not None else [],
+            **self._running_record(),
             "machines": [
                 {**description, "processes": [p.to_record() for p in machine.processes]}
                 for description, machine in zip(self._descriptions, self.machines, strict=True)
@@ -428,31 +461,15 @@ class LocalProvider(LabDiscovery):
         ]
 
     def close(self) -> None:
-        kill_all([process for machine in self.machines for process in machine.processes])
+        kill_all(self.machine_processes())
         if self.discovery is not None:
             self.discovery.close()
         if self.lab is not None:
             self.lab.destroy()
         self._release_block()
 
-    def partition(self, groups: Sequence[Sequence[str]]) -> None:
-        if self.lab is None:
-            raise ConfigError(
-                "--coreos-network",
-                "partitions need machines in network namespaces",
-                "run with --coreos-network=netns (as root)",
-            )
-        self.lab.partition(*groups)
-
-    def heal(self) -> None:
-        if self.lab is not None:
-            self.lab.heal()
-
     def detach(self) -> None:
-        """Leave the machines running (a kept cluster) and let go of them."""
-        for machine in self.machines:
-            for process in machine.processes:
-                process.detach()
+        super().detach()
         self._release_block()
 
     def _release_block(self) -> None:

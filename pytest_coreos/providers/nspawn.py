@@ -40,7 +40,7 @@ from pytest_coreos.process import (
     tail,
 )
 from pytest_coreos.providers.base import BootContext
-from pytest_coreos.providers.local import LabDiscovery, new_lab
+from pytest_coreos.providers.local import LabProvider, new_lab
 from pytest_coreos.ssh import SSHClient
 from pytest_coreos.sshd import generate_ed25519_key
 
@@ -272,7 +272,7 @@ class Container:
             )
 
 
-class NspawnProvider(LabDiscovery):
+class NspawnProvider(LabProvider):
     """Boots a cluster of systemd-nspawn containers in a network lab of its own."""
 
     discovery_hint = "use --coreos-discovery=local with --coreos-provider=nspawn"
@@ -417,22 +417,12 @@ class NspawnProvider(LabDiscovery):
             )
         return handles
 
-    @property
-    def pids(self) -> list[int]:
-        return [
-            process.pid
-            for container in self.containers
-            for process in container.processes
-            if process.pid is not None and process.running
-        ]
+    def machine_processes(self) -> list[ManagedProcess]:
+        return [process for container in self.containers for process in container.processes]
 
     def describe(self) -> dict[str, Any]:
-        processes = [p for container in self.containers for p in container.processes]
-        if self.discovery is not None:
-            processes += self.discovery.processes
         return {
-            "processes": [process.to_record() for process in processes if process.started],
-            "namespaces": self.lab.namespaces if self.lab is not None else [],
+            **self._running_record(),
             "machines": self._descriptions,
             "rootfs": str(getattr(self, "rootfs", "")),
             "cgroups": [
@@ -443,25 +433,12 @@ class NspawnProvider(LabDiscovery):
     def close(self) -> None:
         for container in self.containers:
             container.resume()
-        kill_all([p for container in self.containers for p in container.processes])
+        kill_all(self.machine_processes())
         remove_cgroups([cgroup for container in self.containers for cgroup in container.cgroups])
         if self.discovery is not None:
             self.discovery.close()
         if self.lab is not None:
             self.lab.destroy()
-
-    def partition(self, groups: Sequence[Sequence[str]]) -> None:
-        assert self.lab is not None
-        self.lab.partition(*groups)
-
-    def heal(self) -> None:
-        if self.lab is not None:
-            self.lab.heal()
-
-    def detach(self) -> None:
-        for container in self.containers:
-            for process in container.processes:
-                process.detach()
 
 
 def create(context: BootContext) -> NspawnProvider:
