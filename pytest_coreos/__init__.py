@@ -24,6 +24,7 @@ from pytest_coreos.errors import (
     UserDataError,
 )
 from pytest_coreos.etcd import EtcdClient
+from pytest_coreos.fleet import Fleet, FleetMachine, FleetUnit, FleetUnitFile
 from pytest_coreos.options import ClusterSpec
 from pytest_coreos.ssh import CommandResult, SSHClient
 from pytest_coreos.systemd import Systemd, Units, UnitStatus
@@ -43,7 +44,11 @@ __all__ = [
     "EtcdClient",
     "EtcdError",
     "EtcdKeyNotFoundError",
+    "Fleet",
     "FleetError",
+    "FleetMachine",
+    "FleetUnit",
+    "FleetUnitFile",
     "IgnitionError",
     "Machine",
     "ProcessError",
