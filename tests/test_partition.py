@@ -1,6 +1,7 @@
-"""Machines in network namespaces (--coreos-network=netns): their own hostname and
-addresses, quorum under faults, and partitions a test makes and heals. Needs root, as CI
-is; every request to a machine is made inside the cluster's own network lab."""
+"""Machines in network namespaces (--coreos-network=netns, and the nspawn provider's
+containers): their own hostname and addresses, quorum under faults, and partitions a test
+makes and heals. Needs root, as CI is; every request to a machine is made inside the
+cluster's own network lab."""
 
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ def _namespaces() -> set[str]:
     return {line.split()[0] for line in listing.stdout.splitlines() if line.strip()}
 
 
-@pytest.fixture
-def lab_cluster(coreos_cluster_factory):
-    with coreos_cluster_factory(instances=3, network="netns") as cluster:
+@pytest.fixture(params=[{"network": "netns"}, {"provider": "nspawn"}], ids=["netns", "nspawn"])
+def lab_cluster(coreos_cluster_factory, request):
+    """Three machines in a network lab: processes in namespaces, or containers (whose
+    namespaces come from the same lab, so partitions work the same way)."""
+    with coreos_cluster_factory(instances=3, **request.param) as cluster:
         yield cluster
 
 
