@@ -491,6 +491,9 @@ class Cluster:
         running = [machine for machine in self.machines if machine.running]
         watch = _ReadyWatch(running, self.spec.instances, fresh=fresh, timeout=timeout)
         try:
+            # Started inside the try: an interrupt while the watchers start must stop the
+            # ones already running, or the interpreter waits for them at exit.
+            watch.start()
             if watch.wait(timeout):
                 return
             error = BootTimeoutError(
@@ -543,13 +546,16 @@ class _ReadyWatch:
         self._timeout = timeout + 1.0
         self._stop = threading.Event()
         self._started = time.perf_counter()
+        self._machines = list(machines)
         self._states = {machine.name: "not asked yet" for machine in machines}
         self._pool = ThreadPoolExecutor(
             max_workers=max(1, 2 * len(machines)), thread_name_prefix="coreos-ready"
         )
         self._etcd: dict[str, Future[None]] = {}
         self._ssh: dict[str, Future[None]] = {}
-        for machine in machines:
+
+    def start(self) -> None:
+        for machine in self._machines:
             self._etcd[machine.name] = self._pool.submit(self._watch_etcd, machine)
             self._ssh[machine.name] = self._pool.submit(self._watch_ssh, machine)
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from pathlib import Path
 
 import pytest
 import yaml
 
 from pytest_coreos import BootTimeoutError, Cluster, EtcdError
+from pytest_coreos import cluster as cluster_module
 from pytest_coreos.addresses import claim_block, lock_directory
 from pytest_coreos.providers.local import joins_statically
 
@@ -164,3 +166,24 @@ def test_members_join_statically_when_asked_or_when_etcd_lacks_v2_discovery(
     discovery, version, static
 ) -> None:
     assert joins_statically(discovery, version) is static
+
+
+def test_an_interrupt_as_the_wait_starts_leaves_no_watcher_running(
+    coreos_cluster_factory, monkeypatch
+) -> None:
+    """Ctrl-C right after the watchers started: they stop with the wait, or the interpreter
+    would wait for them at exit (a paused member keeps its watcher polling)."""
+    start = cluster_module._ReadyWatch.start
+
+    def start_then_interrupt(watch: cluster_module._ReadyWatch) -> None:
+        start(watch)
+        raise KeyboardInterrupt
+
+    with coreos_cluster_factory(instances=3) as cluster:
+        cluster["core-03"].pause()
+        monkeypatch.setattr(cluster_module._ReadyWatch, "start", start_then_interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            cluster.wait_until_healthy(timeout=60)
+        watchers = [t.name for t in threading.enumerate() if t.name.startswith("coreos-ready")]
+        assert watchers == []
+        cluster["core-03"].resume()
