@@ -649,6 +649,8 @@ class ClusterFactory:
         self.spec = spec
         self.session_id = secrets.token_hex(4)
         self._shared: tuple[str, Cluster] | None = None
+        # Shared clusters this session left running for another worker to tear down.
+        self._handed_over: set[str] = set()
         self._given_root = root
         self.progress: Callable[[str], None] | None = None
         self.user_data_hook: Callable[[ClusterSpec, dict[str, Any]], None] | None = None
@@ -839,6 +841,7 @@ class ClusterFactory:
                 share["users"] -= 1
                 state.write_share(key, share)
                 cluster.close()
+                self._handed_over.add(cluster.name)
 
     def reuse(self, spec: ClusterSpec) -> Cluster | None:
         """Attach to a healthy kept cluster of ``spec`` left by an earlier session."""
@@ -888,7 +891,10 @@ class ClusterFactory:
             self._atexit_registered = False
         if self._root is not None:
             if self.kept or self.failed_boots:
-                self._save_record()
+                if self._handed_over:
+                    state.finish_record(self.session_id, self._record, self._handed_over)
+                else:
+                    self._save_record()
             else:
                 if self._given_root is None:
                     shutil.rmtree(self._root, ignore_errors=True)

@@ -18,7 +18,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +209,32 @@ def update_cluster(session_id: str, name: str, cluster: Mapping[str, Any] | None
         else:
             root = Path(record["root"])
             shutil.rmtree(root, ignore_errors=True)
+            remove_record(session_id)
+
+
+def finish_record(session_id: str, record: Mapping[str, Any], handed_over: Collection[str]) -> None:
+    """Write the last record of a closing session that keeps something, except that the
+    entries of ``handed_over`` clusters (shared ones another xdist worker tears down) are
+    left as that worker last wrote them: it may have dropped them already. With nothing
+    left, the record and its folder go, as :func:`update_cluster` does."""
+    with registry_lock():
+        try:
+            on_disk = json.loads(record_path(session_id).read_text())
+        except (OSError, ValueError):
+            on_disk = {"clusters": {}}
+        clusters = {
+            name: cluster for name, cluster in record["clusters"].items() if name not in handed_over
+        }
+        clusters |= {
+            name: cluster
+            for name, cluster in on_disk.get("clusters", {}).items()
+            if name in handed_over
+        }
+        merged = {**record, "clusters": clusters}
+        if clusters or merged.get("discovery"):
+            write_record(session_id, merged)
+        else:
+            shutil.rmtree(Path(record["root"]), ignore_errors=True)
             remove_record(session_id)
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from pytest_coreos import state
+
 WORKER_TESTS = """
 import json, os, pytest
 
@@ -39,3 +41,31 @@ def test_workers_share_one_cluster_and_the_last_tears_it_down(
     assert {record["root"] for record in seen} == {seen[0]["root"]}
     assert not Path(seen[0]["root"]).exists()
     assert_nothing_left(inner.path)
+
+
+@pytest.mark.parametrize("other_worker_first", [True, False], ids=["dropped-first", "after"])
+def test_a_shared_cluster_handed_over_leaves_no_folder_whoever_closes_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, other_worker_first: bool
+) -> None:
+    """The booting worker leaves first and hands the cluster over; the last worker tears
+    it down and drops its entry from the booting worker's record. Whether that happens
+    before or after the booting worker writes its closing record, the folder goes."""
+    monkeypatch.setenv(state.STATE_DIRECTORY_VARIABLE, str(tmp_path / "state"))
+    root = tmp_path / "session"
+    (root / "cluster-1").mkdir(parents=True)
+    cluster = {"name": "cluster-1", "workdir": str(root / "cluster-1"), "keep": True}
+    # What the booting worker holds in memory when it closes: the entry it wrote when it
+    # handed the cluster over, its discovery service stopped.
+    closing = {"session": "a", "root": str(root), "clusters": {"cluster-1": cluster}}
+    with state.registry_lock():
+        state.write_record("a", {**closing, "discovery": [{"pid": 1}]})
+
+    if other_worker_first:
+        state.update_cluster("a", "cluster-1", None)
+    state.finish_record("a", {**closing, "discovery": []}, {"cluster-1"})
+    if not other_worker_first:
+        assert root.exists()  # the other worker's cluster still runs from it
+        state.update_cluster("a", "cluster-1", None)
+
+    assert not root.exists()
+    assert not state.record_path("a").exists()
