@@ -10,8 +10,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor
-from concurrent.futures import wait as wait_futures
 from pathlib import Path
 from typing import Any
 
@@ -534,7 +532,11 @@ class _Stopped(Exception):
 class _ReadyWatch:
     """Watches every machine at once: one thread per machine polls its etcd, one logs in
     over SSH, so a slow member delays no other check and the wait ends as soon as the
-    last one is ready (checking members one after another costs every tick N requests)."""
+    last one is ready (checking members one after another costs every tick N requests).
+
+    The watchers are daemon threads of their own, not a pool's: a Ctrl-C that lands while
+    they start can leave no executor lock held that the interpreter's exit then waits on.
+    """
 
     def __init__(
         self, machines: Sequence[Machine], expected: int, *, fresh: bool, timeout: float
@@ -548,36 +550,64 @@ class _ReadyWatch:
         self._started = time.perf_counter()
         self._machines = list(machines)
         self._states = {machine.name: "not asked yet" for machine in machines}
-        self._pool = ThreadPoolExecutor(
-            max_workers=max(1, 2 * len(machines)), thread_name_prefix="coreos-ready"
-        )
-        self._etcd: dict[str, Future[None]] = {}
-        self._ssh: dict[str, Future[None]] = {}
+        self._threads: list[threading.Thread] = []
+        # Per watcher ("etcd core-01", "ssh core-01"): None once ready, or what it raised.
+        self._outcomes: dict[str, BaseException | None] = {}
+        self._lock = threading.Lock()
+        self._changed = threading.Event()
 
     def start(self) -> None:
         for machine in self._machines:
-            self._etcd[machine.name] = self._pool.submit(self._watch_etcd, machine)
-            self._ssh[machine.name] = self._pool.submit(self._watch_ssh, machine)
+            for kind, watch in (("etcd", self._watch_etcd), ("ssh", self._watch_ssh)):
+                thread = threading.Thread(
+                    target=self._run,
+                    args=(f"{kind} {machine.name}", watch, machine),
+                    name=f"coreos-ready-{kind}-{machine.name}",
+                    daemon=True,
+                )
+                self._threads.append(thread)
+                thread.start()
+
+    def _run(self, key: str, watch: Callable[[Machine], None], machine: Machine) -> None:
+        outcome: BaseException | None = None
+        try:
+            watch(machine)
+        except BaseException as error:  # handed to the waiting thread
+            outcome = error
+        with self._lock:
+            self._outcomes[key] = outcome
+        self._changed.set()
 
     def wait(self, timeout: float) -> bool:
         """True once all are ready; False at ``timeout``; a watcher's error propagates."""
-        futures = [*self._etcd.values(), *self._ssh.values()]
-        done, _ = wait_futures(futures, timeout=timeout, return_when=FIRST_EXCEPTION)
-        for future in done:
-            future.result()  # raises what the watcher hit
-        return len(done) == len(futures)
+        deadline = time.monotonic() + timeout
+        while True:
+            self._changed.clear()  # before looking: a later change wakes the wait below
+            with self._lock:
+                outcomes = list(self._outcomes.values())
+            for outcome in outcomes:
+                if outcome is not None:
+                    raise outcome
+            if len(outcomes) == len(self._threads):
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._changed.wait(remaining)
 
     def state(self) -> str:
         """What was last seen of every machine, for a timeout's message."""
-        seen = [self._states[name] for name in self._etcd]
-        waiting_ssh = [name for name, future in self._ssh.items() if not future.done()]
+        seen = [self._states[machine.name] for machine in self._machines]
+        with self._lock:
+            waiting_ssh = [m.name for m in self._machines if f"ssh {m.name}" not in self._outcomes]
         if waiting_ssh:
             seen.append("no SSH login yet on " + ", ".join(waiting_ssh))
         return "etcd members per machine: " + "; ".join(seen)
 
     def close(self) -> None:
         self._stop.set()
-        self._pool.shutdown(wait=True)
+        for thread in self._threads:
+            thread.join()
 
     def _poll(self, check: Callable[[], None], what: str) -> None:
         poll(check, what=what, timeout=self._timeout, interval=0.002, max_interval=0.02)
