@@ -30,7 +30,7 @@ from pytest_coreos.discovery import DiscoveryService
 from pytest_coreos.errors import ConfigError, ProcessError
 from pytest_coreos.netns import NAMESPACE_PREFIX, MachineNetwork, NetworkLab, netns_supported
 from pytest_coreos.process import ManagedProcess, kill_all
-from pytest_coreos.providers.base import BootContext
+from pytest_coreos.providers.base import BootContext, MachineControl
 from pytest_coreos.ssh import SSHClient
 from pytest_coreos.sshd import (
     SshdSettings,
@@ -222,6 +222,41 @@ class LabProvider:
         """Every process the machines run (not the discovery service)."""
         raise NotImplementedError
 
+    def machine_handle(
+        self,
+        description: Mapping[str, Any],
+        *,
+        port: int,
+        user: str,
+        host_key: str,
+        key: paramiko.PKey,
+        control: MachineControl,
+        systemd: bool = True,
+    ) -> Machine:
+        """The Machine handle of one described machine (name, address, etcd endpoints).
+        In a network lab every connection is made inside the lab (its hub namespace):
+        nothing is sent to the lab's addresses from this host's own network."""
+        lab = self.lab
+        address = description["address"]
+        return Machine(
+            description["name"],
+            private_ipv4=address,
+            public_ipv4=address,
+            ssh=SSHClient(
+                address,
+                port,
+                user,
+                key,
+                host_keys=[paramiko.Ed25519Key.from_private_key_file(host_key)],
+                name=description["name"],
+                sock_factory=lab.connect if lab is not None else None,
+            ),
+            etcd_endpoints=description["etcd_endpoints"],
+            control=control,
+            http_session=lab.requests_session if lab is not None else None,
+            systemd=systemd,
+        )
+
     @property
     def pids(self) -> list[int]:
         return [
@@ -407,37 +442,19 @@ class LocalProvider(LabProvider):
         return self.handles(context.ssh_key)
 
     def handles(self, key: paramiko.PKey) -> list[Machine]:
-        """The Machine handles over this provider's machines, logging in with ``key``.
-        In a network lab every connection is made inside the lab (its hub namespace):
-        nothing is sent to the lab's addresses from this host's own network."""
-        lab = self.lab
-        sock_factory = lab.connect if lab is not None else None
-        http_session = lab.requests_session if lab is not None else None
-        handles = []
-        for description, machine in zip(self._descriptions, self.machines, strict=True):
-            ssh = description["ssh"]
-            host_key = paramiko.Ed25519Key.from_private_key_file(ssh["host_key"])
-            handles.append(
-                Machine(
-                    description["name"],
-                    private_ipv4=description["address"],
-                    public_ipv4=description["address"],
-                    ssh=SSHClient(
-                        description["address"],
-                        ssh["port"],
-                        ssh["user"],
-                        key,
-                        host_keys=[host_key],
-                        name=description["name"],
-                        sock_factory=sock_factory,
-                    ),
-                    etcd_endpoints=description["etcd_endpoints"],
-                    control=machine,
-                    http_session=http_session,
-                    systemd=False,  # its etcd and sshd are processes on this host
-                )
+        """The Machine handles over this provider's machines, logging in with ``key``."""
+        return [
+            self.machine_handle(
+                description,
+                port=description["ssh"]["port"],
+                user=description["ssh"]["user"],
+                host_key=description["ssh"]["host_key"],
+                key=key,
+                control=machine,
+                systemd=False,  # its etcd and sshd are processes on this host
             )
-        return handles
+            for description, machine in zip(self._descriptions, self.machines, strict=True)
+        ]
 
     def machine_processes(self) -> list[ManagedProcess]:
         return [process for machine in self.machines for process in machine.processes]

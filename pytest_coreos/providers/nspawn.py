@@ -41,7 +41,6 @@ from pytest_coreos.process import (
 )
 from pytest_coreos.providers.base import BootContext
 from pytest_coreos.providers.local import LabProvider, new_lab
-from pytest_coreos.ssh import SSHClient
 from pytest_coreos.sshd import generate_ed25519_key
 
 OPTION = "--coreos-provider"
@@ -391,31 +390,17 @@ class NspawnProvider(LabProvider):
 
     def handles(self, key: paramiko.PKey) -> list[Machine]:
         """Machine handles whose every connection is made from the lab's hub."""
-        lab = self.lab
-        assert lab is not None
-        handles = []
-        for description, container in zip(self._descriptions, self.containers, strict=True):
-            host_key = paramiko.Ed25519Key.from_private_key_file(description["host_key"])
-            handles.append(
-                Machine(
-                    description["name"],
-                    private_ipv4=description["address"],
-                    public_ipv4=description["address"],
-                    ssh=SSHClient(
-                        description["address"],
-                        22,
-                        "root",
-                        key,
-                        host_keys=[host_key],
-                        name=description["name"],
-                        sock_factory=lab.connect,
-                    ),
-                    etcd_endpoints=description["etcd_endpoints"],
-                    control=container,
-                    http_session=lab.requests_session,
-                )
+        return [
+            self.machine_handle(
+                description,
+                port=22,
+                user="root",
+                host_key=description["host_key"],
+                key=key,
+                control=container,
             )
-        return handles
+            for description, container in zip(self._descriptions, self.containers, strict=True)
+        ]
 
     def machine_processes(self) -> list[ManagedProcess]:
         return [process for container in self.containers for process in container.processes]
