@@ -49,35 +49,7 @@ DISCOVERY_URL = "http://127.0.0.1:8087/0123456789abcdef0123456789abcdef"
 PRIVATE = "10.0.0.5"
 PUBLIC = "172.17.8.101"
 
-ETCD2_USER_DATA = """\
-#cloud-config
-
-hostname: core-01
-ssh_authorized_keys:
-  - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGm core@example
-write_files:
-  - path: /etc/motd.d/test.conf
-    permissions: 0644
-    content: |
-      hello
-      from cloud-config
-coreos:
-  etcd2:
-    discovery: https://discovery.etcd.io/<token>
-    advertise-client-urls: http://$public_ipv4:2379,http://$public_ipv4:4001
-    initial-advertise-peer-urls: http://$private_ipv4:2380
-    listen-client-urls: http://0.0.0.0:2379,http://0.0.0.0:4001
-    listen-peer-urls: http://$private_ipv4:2380
-    heartbeat-interval: 100
-    election-timeout: 1000
-    strict-reconfig-check: true
-    proxy: off
-  update:
-    reboot-strategy: off
-  units:
-    - name: etcd2.service
-      command: start
-"""
+ETCD2_USER_DATA = (Path(__file__).parent / "data" / "etcd2-user-data").read_text()
 
 
 def etcd2_user_data() -> dict[str, Any]:
