@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,3 +59,23 @@ def inner(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.
     monkeypatch.setenv("PYTEST_COREOS_STATE_DIR", str(pytester.path / "state"))
     pytester.makefile(".ini", pytest=INNER_INI)
     return pytester
+
+
+IGNITION_SCHEMAS = Path(__file__).parent / "tests" / "data" / "ignition-schema"
+
+
+@pytest.fixture(scope="session")
+def validators() -> dict[str, Any]:
+    """Ignition's published schema of each supported spec (tests/data/ignition-schema), as
+    jsonschema validators keyed by spec version."""
+    import jsonschema
+
+    from pytest_coreos.ignition import SUPPORTED_VERSIONS
+
+    found = {}
+    for version in SUPPORTED_VERSIONS:
+        path = IGNITION_SCHEMAS / f"ignition-v{version.rpartition('.')[0]}.json"
+        schema = json.loads(path.read_text())
+        jsonschema.Draft4Validator.check_schema(schema)
+        found[version] = jsonschema.Draft4Validator(schema)
+    return found

@@ -41,8 +41,6 @@ from pytest_coreos.ignition import (
     to_json,
 )
 
-# CI keeps the shared folder beside the checkout, as here.
-SCHEMA_DIR = Path(__file__).parents[2] / "shared" / "ignition-schema"
 DATA = Path(__file__).parent / "data" / "ignition"
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE7vJ1rG3dZb9c2N0w0l8Xq5gVqk pytest-coreos"
 DISCOVERY_URL = "http://127.0.0.1:8087/0123456789abcdef0123456789abcdef"
@@ -57,23 +55,6 @@ def etcd2_user_data() -> dict[str, Any]:
 
 
 # --- the schema ----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def validators() -> dict[str, jsonschema.Draft4Validator]:
-    """Ignition's published schema of each supported spec, as validators."""
-    if not SCHEMA_DIR.is_dir():
-        pytest.fail(
-            f"Ignition's JSON schemas are not at {SCHEMA_DIR}: the tests expect the shared "
-            f"folder (ignition-schema/ignition-v3.3.json, -v3.4.json) beside the checkout"
-        )
-    found = {}
-    for version in SUPPORTED_VERSIONS:
-        path = SCHEMA_DIR / f"ignition-v{version.rpartition('.')[0]}.json"
-        schema = json.loads(path.read_text())
-        jsonschema.Draft4Validator.check_schema(schema)
-        found[version] = jsonschema.Draft4Validator(schema)
-    return found
 
 
 def assert_valid(validators: dict[str, jsonschema.Draft4Validator], config: Any) -> None:

@@ -17,13 +17,12 @@ from pytest_coreos import IgnitionError as exported
 from pytest_coreos import render
 from pytest_coreos.cluster import ClusterFactory
 from pytest_coreos.errors import ConfigError, IgnitionError
-from pytest_coreos.ignition import ETCD_MEMBER_UNIT, SUPPORTED_VERSIONS, render_ignition
+from pytest_coreos.ignition import ETCD_MEMBER_UNIT, render_ignition
 from pytest_coreos.ignition import IgnitionError as from_ignition
 from pytest_coreos.options import ClusterSpec, resolve_spec
 from pytest_coreos.vagrant.agent import coreos_agent as agent
 
 DATA = Path(__file__).parent / "data" / "ignition"
-SCHEMA_DIR = Path(__file__).parents[2] / "shared" / "ignition-schema"
 
 
 def resolve(cli: dict[str, Any], ini: dict[str, Any] | None = None) -> ClusterSpec:
@@ -73,17 +72,6 @@ def test_options_that_do_not_go_together(cli: dict[str, Any], message: str) -> N
     with pytest.raises(ConfigError) as raised:
         resolve(cli)
     assert str(raised.value).startswith(message)
-
-
-@pytest.fixture(scope="module")
-def validators() -> dict[str, jsonschema.Draft4Validator]:
-    found = {}
-    for version in SUPPORTED_VERSIONS:
-        schema = json.loads(
-            (SCHEMA_DIR / f"ignition-v{version.rpartition('.')[0]}.json").read_text()
-        )
-        found[version] = jsonschema.Draft4Validator(schema)
-    return found
 
 
 @pytest.fixture

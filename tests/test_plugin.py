@@ -380,23 +380,50 @@ def test_a_bad_discovery_url_fails_the_boot_clearly(
     assert_nothing_left(inner.path)
 
 
+def _report_section(lines: list[str], title: str) -> list[str]:
+    """The body of the report section called ``title`` in a pytest run's output."""
+    start = next(i for i, line in enumerate(lines) if f" {title} " in line and line[0] == "-")
+    body = []
+    for line in lines[start + 1 :]:
+        if line[:3] in ("---", "===", "___"):
+            break
+        body.append(line)
+    return body
+
+
 def test_a_failing_test_reports_each_machines_etcd_log(inner: pytest.Pytester) -> None:
+    """Each machine's section holds the workdir and the tail of that member's own etcd log,
+    whatever etcd's log format (3.4 writes text, 3.5 JSON). The cluster is kept so that its
+    log files can be read afterwards."""
     inner.makepyfile(
         """
         def test_fails(coreos_cluster):
             assert coreos_cluster.etcd.get("/missing-on-purpose") == "x"
         """
     )
-    result = inner.runpytest_subprocess("--coreos-instances=2")
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(
-        [
-            "*- coreos cluster-1 core-01 etcd log -*",
-            "workdir: *cluster-1",
-            '{"level":*',
-            "*- coreos cluster-1 core-02 etcd log -*",
-        ]
-    )
+    result = inner.runpytest_subprocess("--coreos-instances=2", "--coreos-keep")
+    try:
+        result.assert_outcomes(failed=1)
+        tails = {}
+        for name in ("core-01", "core-02"):
+            workdir_line, *tail = _report_section(
+                result.stdout.lines, f"coreos cluster-1 {name} etcd log"
+            )
+            assert workdir_line.startswith("workdir: ")
+            workdir = Path(workdir_line.removeprefix("workdir: "))
+            assert workdir.name == "cluster-1"
+            tails[name] = (workdir, tail)
+        for name, (workdir, tail) in tails.items():
+            assert tail, f"{name}: the etcd log section is empty"
+            own = (workdir / "machines" / name / "etcd.log").read_text().splitlines()
+            # The tail is a run of consecutive lines of the member's own log (which may
+            # have grown since), and of no other member's.
+            assert any(own[i : i + len(tail)] == tail for i in range(len(own))), name
+            for other in tails.keys() - {name}:
+                theirs = (workdir / "machines" / other / "etcd.log").read_text().splitlines()
+                assert not any(theirs[i : i + len(tail)] == tail for i in range(len(theirs)))
+    finally:
+        assert inner.runpytest_subprocess("--coreos-reap").ret == 0
 
 
 def test_hooks_change_user_data_and_see_the_ready_cluster(inner: pytest.Pytester) -> None:
