@@ -16,7 +16,7 @@ from typing import Any
 import paramiko
 import requests
 
-from pytest_coreos import ignition, render, state
+from pytest_coreos import access, ignition, render, state
 from pytest_coreos.binaries import EtcdBinary, find_etcd
 from pytest_coreos.discovery import DiscoveryService, check_token, is_token_url, request_token
 from pytest_coreos.errors import (
@@ -310,6 +310,7 @@ class Cluster:
             clock.lap("spawn")
             self.notices.extend(n for n in self._provider.notices if n not in self.notices)
             self._wait_ready(self.spec.boot_timeout, fresh=True)
+            self._write_access_files()
             clock.lap("ready")
             self.timings["total"] = clock.total
         except BaseException:
@@ -332,7 +333,41 @@ class Cluster:
         self.machines = self._provider.boot()
         self._watch_machines()
         self.wait_until_healthy(timeout)
+        self._write_access_files()
         return self
+
+    @property
+    def ssh_config(self) -> Path:
+        """An OpenSSH client config for the machines: ``ssh -F PATH core-01`` logs in with
+        the host key checked against the cluster's own ``known_hosts``."""
+        return self.workdir / access.SSH_CONFIG
+
+    def ssh_access(self) -> list[access.MachineAccess]:
+        """What an SSH client needs to log in to each machine."""
+        return [
+            access.MachineAccess(
+                name=machine.name,
+                host=machine.ssh.host,
+                port=machine.ssh.port,
+                user=machine.ssh.username,
+                identity_file=machine.ssh.identity_file,
+                host_keys=tuple(
+                    (key.get_name(), key.get_base64()) for key in machine.ssh.host_keys
+                ),
+                known_hosts=machine.ssh.known_hosts,
+            )
+            for machine in self.machines
+        ]
+
+    def shell_prefix(self) -> list[str]:
+        """The command under which a shell on this host reaches the machines' addresses."""
+        return [] if self._provider is None else self._provider.shell_prefix()
+
+    def _write_access_files(self) -> None:
+        machines = self.ssh_access()
+        known_hosts = self.workdir / access.KNOWN_HOSTS
+        known_hosts.write_text(access.render_known_hosts(machines))
+        self.ssh_config.write_text(access.render_ssh_config(machines, known_hosts))
 
     def _watch_machines(self) -> None:
         for machine in self.machines:

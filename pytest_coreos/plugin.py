@@ -12,6 +12,7 @@ from types import FrameType
 import pytest
 
 from pytest_coreos import ignition, render
+from pytest_coreos.access import KNOWN_HOSTS, attach_command, shell_line
 from pytest_coreos.binaries import find_etcd
 from pytest_coreos.cluster import Cluster, ClusterFactory
 from pytest_coreos.errors import ConfigError, CoreOSError
@@ -258,20 +259,23 @@ def _kept_lines(factory: ClusterFactory) -> list[str]:
 
 
 def _how_to_reach(cluster: Cluster) -> list[str]:
+    """Shell lines that reach a kept cluster's machines, attach another run to it and
+    remove it."""
+    prefix = shell_line(cluster.shell_prefix()) + " " if cluster.shell_prefix() else ""
     lines = [f"cluster kept running (--coreos-keep): {cluster.workdir}"]
+    for machine in cluster.machines:
+        lines.append(
+            f"  {machine.name}: {prefix}ssh -F {cluster.ssh_config} {machine.name}; "
+            f"etcd {','.join(machine.etcd_endpoints)}"
+        )
+    attach = attach_command(cluster.ssh_access(), cluster.workdir / KNOWN_HOSTS)
+    lines.append(f"  attach another run: {prefix}{shell_line(attach)}")
     if cluster.spec.provider == "vagrant":
         return [
             *lines,
-            f"  reach it: cd {cluster.workdir / 'vagrant'} && vagrant ssh core-01",
+            f"  or: cd {cluster.workdir / 'vagrant'} && vagrant ssh core-01",
             "  remove it: pytest --coreos-reap (or: vagrant destroy -f in that folder)",
         ]
-    key = cluster.workdir.parent / "id_ed25519"  # the key of the session that booted it
-    for machine in cluster.machines:
-        ssh = machine.ssh
-        lines.append(
-            f"  {machine.name}: ssh -i {key} -p {ssh.port} {ssh.username}@{ssh.host}; "
-            f"etcd {','.join(machine.etcd_endpoints)}"
-        )
     pids = [str(pid) for pid in cluster.pids]
     lines.append(
         f"  remove it: pytest --coreos-reap (or: kill {' '.join(pids)}; "

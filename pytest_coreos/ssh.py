@@ -111,6 +111,7 @@ class SSHClient:
         *,
         host_keys: Sequence[paramiko.PKey] = (),
         known_hosts: Path | None = None,
+        identity_file: Path | None = None,
         name: str | None = None,
         connect_timeout: float = 10.0,
         sock_factory: Callable[[str, int, float], socket.socket] | None = None,
@@ -122,6 +123,8 @@ class SSHClient:
         self.private_key = private_key
         self.host_keys = tuple(host_keys)
         self.known_hosts = known_hosts
+        # Where ``private_key`` lives, for a person's own ssh client (see access.py).
+        self.identity_file = identity_file
         self.connect_timeout = connect_timeout
         # Opens the TCP connection instead of paramiko (host, port, timeout): for machines
         # in a network lab, NetworkLab.connect, whose sockets are made inside the lab.

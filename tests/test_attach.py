@@ -4,6 +4,11 @@ run, then a second run that boots nothing and runs the same user test file over 
 from __future__ import annotations
 
 import json
+import os
+import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +16,10 @@ import pytest
 from pytest_coreos.etcd import EtcdClient
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "test_etcd_cluster.py"
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="network namespaces need root (CI runs these tests as root)"
+)
 
 KEEP_AND_DESCRIBE = """
 import json, os
@@ -108,3 +117,109 @@ def test_attach_needs_hosts_and_a_key(inner: pytest.Pytester, args, message) -> 
     result = inner.runpytest_subprocess(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: {message}"])
+
+
+# -- what a kept cluster prints: the user's own ssh client and a second run -----------------
+
+REACH_LINE = re.compile(r"^\s+(core-\d+): ((?:.* )?ssh -F (\S+) core-\d+); etcd (\S+)$")
+ATTACH_LINE = re.compile(r"^\s+attach another run: (.+)$")
+
+
+def _kept_summary(inner: pytest.Pytester, *args: str) -> tuple[dict[str, list[str]], list[str]]:
+    """Keep a 3-machine cluster with ``args`` and return what its summary prints: each
+    machine's ssh command, and the attach command, as argument lists."""
+    inner.makepyfile(test_keep="def test_keep(coreos_cluster):\n    pass\n")
+    result = inner.runpytest_subprocess("--coreos-instances=3", "--coreos-keep", *args)
+    result.assert_outcomes(passed=1)
+    (inner.path / "test_keep.py").unlink()
+    reach = {}
+    attach = []
+    for line in result.stdout.lines:
+        if found := REACH_LINE.match(line):
+            name, command, ssh_config, _ = found.groups()
+            assert Path(ssh_config).is_file()
+            assert (Path(ssh_config).parent / "known_hosts").is_file()
+            reach[name] = shlex.split(command)
+        elif found := ATTACH_LINE.match(line):
+            attach = shlex.split(found.group(1))
+    assert sorted(reach) == ["core-01", "core-02", "core-03"], result.stdout.str()
+    assert attach, result.stdout.str()
+    return reach, attach
+
+
+def _batch(command: list[str]) -> list[str]:
+    """The printed ssh command, never prompting (a missing or wrong host key fails)."""
+    at = command.index("ssh") + 1
+    return [*command[:at], "-o", "BatchMode=yes", *command[at:]]
+
+
+def _run_attach_line(inner: pytest.Pytester, attach: list[str]) -> subprocess.CompletedProcess:
+    """The printed attach command, run as printed on the example suite (``pytest`` being
+    this interpreter's)."""
+    inner.makepyfile(test_examples=EXAMPLES.read_text())
+    at = attach.index("pytest")
+    command = [*attach[:at], sys.executable, "-m", "pytest", *attach[at + 1 :]]
+    return subprocess.run(
+        [*command, "-p", "no:cacheprovider", "test_examples.py"],
+        cwd=inner.path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_a_kept_cluster_prints_ssh_commands_and_an_attach_line_that_work(
+    inner: pytest.Pytester,
+) -> None:
+    try:
+        reach, attach = _kept_summary(inner)
+        for name, command in reach.items():
+            assert command[0] == "ssh"
+            done = subprocess.run(
+                [*_batch(command), "echo", name], capture_output=True, text=True, timeout=30
+            )
+            assert (done.returncode, done.stdout, done.stderr) == (0, f"{name}\n", "")
+        ran = _run_attach_line(inner, attach)
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        assert "6 passed, 1 skipped" in ran.stdout
+    finally:
+        assert inner.runpytest_subprocess("--coreos-reap").ret == 0
+
+
+def test_a_changed_host_key_stops_the_printed_ssh_command(inner: pytest.Pytester) -> None:
+    """The ssh_config checks host keys strictly, against the cluster's own known_hosts."""
+    try:
+        reach, _ = _kept_summary(inner)
+        ssh_config = Path(reach["core-01"][reach["core-01"].index("-F") + 1])
+        known_hosts = ssh_config.parent / "known_hosts"
+        lines = known_hosts.read_text().splitlines()
+        other_key = lines[1].split()[2]  # core-02's key filed under core-01's name
+        known_hosts.write_text("\n".join([" ".join([*lines[0].split()[:2], other_key])]) + "\n")
+        done = subprocess.run(
+            [*_batch(reach["core-01"]), "true"], capture_output=True, text=True, timeout=30
+        )
+        assert done.returncode == 255
+        assert "host key" in done.stderr.lower()
+    finally:
+        assert inner.runpytest_subprocess("--coreos-reap").ret == 0
+
+
+@needs_root
+def test_a_kept_cluster_in_network_namespaces_prints_commands_run_in_its_lab(
+    inner: pytest.Pytester,
+) -> None:
+    try:
+        reach, attach = _kept_summary(inner, "--coreos-network=netns")
+        for name, command in reach.items():
+            assert command[:3] == ["ip", "netns", "exec"]
+            done = subprocess.run(
+                [*_batch(command), "hostname"], capture_output=True, text=True, timeout=30
+            )
+            assert (done.returncode, done.stdout, done.stderr) == (0, f"{name}\n", "")
+        assert attach[:3] == ["ip", "netns", "exec"]
+        ran = _run_attach_line(inner, attach)
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        assert "6 passed, 1 skipped" in ran.stdout
+    finally:
+        assert inner.runpytest_subprocess("--coreos-reap").ret == 0

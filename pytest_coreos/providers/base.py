@@ -71,6 +71,11 @@ class Provider(Protocol):
     def detach(self) -> None:
         """Leave everything running (a kept cluster) and let go of it."""
 
+    def shell_prefix(self) -> list[str]:
+        """The command under which a shell command on this host reaches the machines'
+        addresses (``ip netns exec HUB`` for a network lab); empty where it reaches them
+        as it is."""
+
     # Optional, found with getattr: ``discovery_url() -> str | None``, a discovery URL from
     # a service of the provider's own when its machines cannot reach the session's
     # (called before the config is written); ``partition(groups)`` and ``heal()``.

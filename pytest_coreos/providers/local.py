@@ -222,6 +222,9 @@ class LabProvider:
         """Every process the machines run (not the discovery service)."""
         raise NotImplementedError
 
+    def shell_prefix(self) -> list[str]:
+        return [] if self.lab is None else ["ip", "netns", "exec", self.lab.hub]
+
     def machine_handle(
         self,
         description: Mapping[str, Any],
@@ -230,6 +233,7 @@ class LabProvider:
         user: str,
         host_key: str,
         key: paramiko.PKey,
+        identity_file: Path,
         control: MachineControl,
         systemd: bool = True,
     ) -> Machine:
@@ -248,6 +252,7 @@ class LabProvider:
                 user,
                 key,
                 host_keys=[paramiko.Ed25519Key.from_private_key_file(host_key)],
+                identity_file=identity_file,
                 name=description["name"],
                 sock_factory=lab.connect if lab is not None else None,
             ),
@@ -439,10 +444,11 @@ class LocalProvider(LabProvider):
         # together: members find each other through discovery within milliseconds.
         for machine in self.machines:
             machine.start()
-        return self.handles(context.ssh_key)
+        return self.handles(context.ssh_key, context.ssh_public_key_path.with_suffix(""))
 
-    def handles(self, key: paramiko.PKey) -> list[Machine]:
-        """The Machine handles over this provider's machines, logging in with ``key``."""
+    def handles(self, key: paramiko.PKey, identity_file: Path) -> list[Machine]:
+        """The Machine handles over this provider's machines, logging in with ``key``
+        (kept in ``identity_file``)."""
         return [
             self.machine_handle(
                 description,
@@ -450,6 +456,7 @@ class LocalProvider(LabProvider):
                 user=description["ssh"]["user"],
                 host_key=description["ssh"]["host_key"],
                 key=key,
+                identity_file=identity_file,
                 control=machine,
                 systemd=False,  # its etcd and sshd are processes on this host
             )
@@ -528,7 +535,7 @@ class AttachedLocalProvider(LocalProvider):
 
     def boot(self) -> list[Machine]:
         key_path = self._descriptions[0]["ssh"]["key"]
-        return self.handles(paramiko.Ed25519Key.from_private_key_file(key_path))
+        return self.handles(paramiko.Ed25519Key.from_private_key_file(key_path), Path(key_path))
 
     def close(self) -> None:
         kill_all([process for machine in self.machines for process in machine.processes])

@@ -386,9 +386,9 @@ class NspawnProvider(LabProvider):
         for container in self.containers:
             container.find_leader()
         context.remember(self.describe())
-        return self.handles(context.ssh_key)
+        return self.handles(context.ssh_key, context.ssh_public_key_path.with_suffix(""))
 
-    def handles(self, key: paramiko.PKey) -> list[Machine]:
+    def handles(self, key: paramiko.PKey, identity_file: Path) -> list[Machine]:
         """Machine handles whose every connection is made from the lab's hub."""
         return [
             self.machine_handle(
@@ -397,6 +397,7 @@ class NspawnProvider(LabProvider):
                 user="root",
                 host_key=description["host_key"],
                 key=key,
+                identity_file=identity_file,
                 control=container,
             )
             for description, container in zip(self._descriptions, self.containers, strict=True)

@@ -148,6 +148,9 @@ class SSHProvider:
         """None: the machines' processes are not this host's."""
         return []
 
+    def shell_prefix(self) -> list[str]:
+        return []
+
     def discovery_url(self) -> str:
         """None needed: the machines already form a cluster."""
         return ""  # the machines are already a cluster
@@ -166,7 +169,15 @@ class SSHProvider:
                     f"(members: {[m.client_urls for m in members]})"
                 )
             name = member.name or f"machine-{index:02d}"
-            ssh = SSHClient(host, port, login, self.key, known_hosts=self.known_hosts, name=name)
+            ssh = SSHClient(
+                host,
+                port,
+                login,
+                self.key,
+                known_hosts=self.known_hosts,
+                identity_file=self.context.spec.ssh_key,
+                name=name,
+            )
             self.machines.append(
                 Machine(
                     name,

@@ -851,6 +851,7 @@ class VagrantProvider:
                 config.user,
                 _identity(config.identity_files),
                 host_keys=[host_key],
+                identity_file=_first_usable(config.identity_files),
                 name=machine.name,
             )
             handle = Machine(
@@ -939,6 +940,10 @@ class VagrantProvider:
         ``pytest --coreos-reap``, removes them."""
         self._closed = True
 
+    def shell_prefix(self) -> list[str]:
+        """None: the machines are wherever libvirt's networks route them."""
+        return []
+
 
 def _qemu_user() -> int | None:
     """The uid libvirt's system daemon runs QEMU as: ``user`` of its qemu.conf, else
@@ -977,6 +982,10 @@ def _stop_vagrant(process: subprocess.Popen[str]) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+def _first_usable(paths: Sequence[str]) -> Path | None:
+    return next((Path(path) for path in paths if Path(path).is_file()), None)
 
 
 def _identity(paths: Sequence[str]) -> paramiko.PKey:
