@@ -147,12 +147,29 @@ _REPLACED_TAGS = frozenset(
 
 
 class _CloudConfigLoader(yaml.SafeLoader):
-    """A SafeLoader whose only booleans are true/false and whose numbers are plain decimals."""
+    """A SafeLoader whose only booleans are true/false and whose numbers are plain decimals,
+    and which refuses aliases.
+
+    The user-data is written back out in full (aliases expanded), so a few nested aliases
+    ("billion laughs") would grow into gigabytes; cloud-config files have no need of them.
+    """
 
     yaml_implicit_resolvers = {  # noqa: RUF012 - PyYAML's own class-level registry
         first: [(tag, regexp) for tag, regexp in resolvers if tag not in _REPLACED_TAGS]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"an alias (*{event.anchor}): aliases are not accepted in user-data; "
+                "write the value out where it is used",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
 
 
 _CloudConfigLoader.add_implicit_resolver(

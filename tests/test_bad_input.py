@@ -100,6 +100,18 @@ CASES = {
         "--coreos-user-data *ud.yml: unknown key in coreos.etcd2: discvery*did you mean*",
         {"ud.yml": "#cloud-config\ncoreos:\n  etcd2:\n    discvery: x\n"},
     ),
+    "user-data with YAML aliases": Case(
+        ("--coreos-user-data=ud.yml",),
+        USAGE,
+        "--coreos-user-data *ud.yml: not valid YAML at line 5, column 10: an alias (*a0): "
+        "aliases are not accepted in user-data; write the value out where it is used",
+        {
+            # "Billion laughs": nine levels of nine aliases each, 9**9 strings once expanded.
+            "ud.yml": "#cloud-config\ncoreos:\n  etcd2: {}\n"
+            + "a0: &a0 [lol]\n"
+            + "".join(f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 9)}]\n" for n in range(1, 10))
+        },
+    ),
     "config not a format": Case(
         ("--coreos-config=yaml",),
         USAGE,
