@@ -1,4 +1,4 @@
-"""pytest-coreos boot benchmark (issue 6): the local provider against a bare baseline.
+"""pytest-coreos boot benchmark: the local provider against a bare baseline.
 
 One run on this machine measures, and prints as tables and writes as JSON:
 
@@ -89,17 +89,42 @@ def load() -> float:
     return os.getloadavg()[0]
 
 
-def summary(values: Sequence[float]) -> dict[str, float]:
+def summary(values: Sequence[float | None]) -> dict[str, Any]:
+    """Median, min and max of the values that were measured; where none was, all three
+    are None and ``not_measured`` says so (a figure this etcd cannot give)."""
+    measured = [value for value in values if value is not None]
+    if not measured:
+        return {"median": None, "min": None, "max": None, "not_measured": "no sample gave it"}
     return {
-        "median": statistics.median(values),
-        "min": min(values),
-        "max": max(values),
+        "median": statistics.median(measured),
+        "min": min(measured),
+        "max": max(measured),
     }
+
+
+def figure(value: float | None, spec: str) -> str:
+    """A figure for the report: ``n/m`` (not measured) where there is none."""
+    return "n/m".rjust(len(format(0.0, spec))) if value is None else format(value, spec)
 
 
 def parse_ts(text: str) -> float:
     """etcd's JSON log ``ts`` (``2026-11-25T21:29:00.209Z``) as seconds since the epoch."""
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+# etcd 3.4 logs text by default: "2026-11-30 08:37:54.383197 I | embed: ready to serve ...",
+# in the host's local time.
+_TEXT_LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) ")
+
+
+def log_line_ts(line: str) -> float:
+    """When etcd wrote one log line, in either of its formats (3.5's JSON, 3.4's text)."""
+    if line.startswith("{"):
+        return parse_ts(json.loads(line)["ts"])
+    found = _TEXT_LOG_TIME.match(line)
+    if found is None:
+        raise ValueError(f"no time in etcd log line {line!r}")
+    return datetime.fromisoformat(found.group(1)).timestamp()
 
 
 def last_ready_ts(logs: Sequence[str]) -> float | None:
@@ -112,7 +137,7 @@ def last_ready_ts(logs: Sequence[str]) -> float | None:
             if READY_LINE not in line:
                 continue
             with contextlib.suppress(ValueError, KeyError, TypeError):
-                stamps.append(parse_ts(json.loads(line)["ts"]))
+                stamps.append(log_line_ts(line))
         if not stamps:
             return None
         latest.append(max(stamps))
@@ -936,7 +961,8 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
             )
         )
     if rows:
-        worst_lag = max(row["plugin"]["detection_lag_ms"]["median"] for row in rows.values())
+        lags = [row["plugin"]["detection_lag_ms"]["median"] for row in rows.values()]
+        worst_lag = None if None in lags else max(lags)
         checks.append(
             ("detection lag (worst N, median)", worst_lag, TARGETS["detection_lag_ms"], "ms")
         )
@@ -1055,11 +1081,12 @@ def render_report(results: dict[str, Any]) -> str:
     for row in results["boot"]:
         p, b = row["plugin"], row.get("baseline")
         lag = p["detection_lag_ms"]
-        b_lag = f"{b['detection_lag_ms']['median']:12.1f}" if b else f"{'-':>12}"
+        b_lag = figure(b["detection_lag_ms"]["median"], "12.1f") if b else f"{'-':>12}"
         b_rss = f"{b['rss_per_machine_mib']:20.1f}" if b else f"{'-':>20}"
         lines.append(
-            f"| {row['instances']:>2} | {lag['median']:10.1f} | {lag['min']:7.1f} "
-            f"| {lag['max']:7.1f} | {b_lag} | {p['rss_per_machine_mib']:11.1f} "
+            f"| {row['instances']:>2} | {figure(lag['median'], '10.1f')} "
+            f"| {figure(lag['min'], '7.1f')} "
+            f"| {figure(lag['max'], '7.1f')} | {b_lag} | {p['rss_per_machine_mib']:11.1f} "
             f"| {p['etcd_rss_max_mib']:8.1f} | {b_rss} |"
         )
     examples = results.get("examples")
@@ -1133,7 +1160,7 @@ def render_report(results: dict[str, Any]) -> str:
             "met"
             if verdict["met"]
             else (
-                "missed"
+                "not measured"
                 if value is None
                 else f"MISSED by {verdict['missed_by']:.3f}{verdict['unit']}"
             )
