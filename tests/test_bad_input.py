@@ -173,13 +173,24 @@ CASES = {
     ),
     "etcd missing": Case(
         ("--coreos-etcd-binary=/nonexistent/etcd",),
-        TEST_ERROR,
-        "BinaryNotFoundError: etcd not found*apt-get install etcd-server*",
+        USAGE,
+        "--coreos-etcd-binary: /nonexistent/etcd is not an executable file (point it at an "
+        "etcd executable, or leave it out to find etcd on PATH)",
     ),
     "sshd missing": Case(
         ("--coreos-sshd-binary=/nonexistent/sshd",),
-        TEST_ERROR,
-        "BinaryNotFoundError: sshd not found*apt-get install openssh-server*",
+        USAGE,
+        "--coreos-sshd-binary: /nonexistent/sshd is not an executable file (point it at "
+        "OpenSSH's sshd, or leave it out to find sshd)",
+    ),
+    "etcd missing, from the ini file": Case(
+        (),
+        USAGE,
+        "coreos_etcd_binary (ini): */nonexistent/etcd is not an executable file*",
+        {
+            "pytest.ini": "[pytest]\nfilterwarnings = error\n"
+            "coreos_etcd_binary = /nonexistent/etcd\n"
+        },
     ),
     "discovery unreachable": Case(
         ("--coreos-discovery=http://127.0.0.1:9",),

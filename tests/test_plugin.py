@@ -21,6 +21,7 @@ import pytest
 import pytest_coreos
 from pytest_coreos.binaries import find_etcd
 from pytest_coreos.discovery import DiscoveryService
+from pytest_coreos.errors import ConfigError
 from pytest_coreos.options import OPTIONS, ClusterSpec
 from pytest_coreos.plugin import SPEC_KEY
 
@@ -37,8 +38,11 @@ def test_help_lists_every_option_with_its_ini_twin(pytester: pytest.Pytester) ->
     assert "CoreOS cluster (pytest-coreos):" in text
     for option in OPTIONS:
         assert option.flag in text
-        assert f"ini: {option.ini}" in text
-        assert f"{option.ini} (" in text  # listed among the ini options too
+        if option.has_ini:
+            assert f"ini: {option.ini}" in text
+            assert f"{option.ini} (" in text  # listed among the ini options too
+        else:  # an action (--coreos-reap): the command line only
+            assert f"{option.ini} (" not in text
 
 
 def _spec(pytester: pytest.Pytester, *args: str) -> ClusterSpec:
@@ -163,11 +167,12 @@ def test_a_boot_that_times_out_says_what_it_saw_and_leaves_nothing(
     assert_nothing_left(inner.path)
 
 
-def test_etcd_binary_missing_says_how_to_install(inner: pytest.Pytester) -> None:
+def test_etcd_binary_missing_is_a_usage_error_before_any_test(inner: pytest.Pytester) -> None:
     inner.makepyfile("def test_uses(coreos_cluster):\n    pass\n")
     result = inner.runpytest_subprocess(f"--coreos-etcd-binary={inner.path / 'nope'}")
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*etcd not found*is not an executable file*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --coreos-etcd-binary: */nope is not an executable file*"])
+    assert "test_uses" not in result.stdout.str()
 
 
 def test_factory_clusters_get_their_own_addresses(coreos_cluster_factory) -> None:
@@ -326,7 +331,7 @@ def test_keep_leaves_the_cluster_up_and_says_how_to_reach_and_remove_it(
         assert Path(seen["workdir"]).is_dir()
         text = result.stdout.str()
         assert f"cluster kept running (--coreos-keep): {seen['workdir']}" in text
-        ssh_line = next(line for line in text.splitlines() if "core-01: ssh -i" in line)
+        ssh_line = next(line for line in text.splitlines() if "core-01: ssh -F" in line)
         assert "etcd http://" in ssh_line
         remove = next(line for line in text.splitlines() if "remove it:" in line)
         assert "pytest --coreos-reap" in remove
@@ -485,19 +490,62 @@ def test_the_coreos_marker_asks_for_a_cluster_shape_shared_per_shape(
     result.stdout.fnmatch_lines(["*test_one_a[[]coreos(instances=1)[]] PASSED*"])
 
 
-def test_a_bad_marker_is_a_usage_error(inner: pytest.Pytester) -> None:
-    inner.makepyfile(
-        """
-        import pytest
+BAD_MARKERS = """
+    import pytest
 
-        @pytest.mark.coreos(instances=0)
-        def test_it(coreos_cluster):
-            pass
-        """
+    @pytest.mark.coreos(instances=30)
+    def test_too_many(coreos_cluster):
+        pass
+
+    @pytest.mark.coreos(nope=1)
+    def test_unknown_keyword(coreos_cluster):
+        pass
+
+    @pytest.mark.coreos(3)
+    def test_positional(coreos_cluster):
+        pass
+
+    def test_unmarked():
+        pass
+"""
+
+
+def test_a_bad_marker_fails_only_its_tests_with_one_line(inner: pytest.Pytester) -> None:
+    inner.makepyfile(BAD_MARKERS)
+    result = inner.runpytest_subprocess("-rE")
+    result.assert_outcomes(passed=1, errors=3)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at setup of test_too_many*",
+            "BadMarker: @pytest.mark.coreos(instances=30): instances: 30 machines is out of range*",
+            "*ERROR at setup of test_unknown_keyword*",
+            "BadMarker: @pytest.mark.coreos(nope=1): nope: unknown keyword of a cluster's "
+            "shape (allowed: instances, provider, *)",
+            "*ERROR at setup of test_positional*",
+            "BadMarker: @pytest.mark.coreos(3): takes keywords only*",
+        ]
     )
-    result = inner.runpytest_subprocess()
-    assert result.ret == pytest.ExitCode.INTERRUPTED  # a collection error stops the run
-    result.stdout.fnmatch_lines(["*@pytest.mark.coreos*instances: 0 machines is out of range*"])
+    assert "Traceback" not in result.stdout.str()
+    assert "pluggy/_" not in result.stdout.str()  # no traceback through pytest's hooks
+
+
+def test_a_bad_marker_on_a_deselected_test_changes_nothing(inner: pytest.Pytester) -> None:
+    inner.makepyfile(BAD_MARKERS)
+    result = inner.runpytest_subprocess("-k", "unmarked")
+    result.assert_outcomes(passed=1, deselected=3)
+
+
+def test_an_unknown_factory_keyword_lists_the_allowed_ones(coreos_cluster_factory) -> None:
+    with pytest.raises(ConfigError, match=r"nope: unknown keyword .*\(allowed: instances, "):
+        coreos_cluster_factory(instances=1, nope=1)
+
+
+def test_a_bad_ini_boolean_names_the_ini_key(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\ncoreos_keep = maybe\n")
+    pytester.makepyfile("def test_never(): pass")
+    result = pytester.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: coreos_keep (ini): 'maybe' is not true or false*"])
 
 
 def test_header_and_verbose_timings(inner: pytest.Pytester) -> None:
@@ -511,3 +559,14 @@ def test_header_and_verbose_timings(inner: pytest.Pytester) -> None:
             "  core-01 127.*: etcd serving after *s, ssh after *s",
         ]
     )
+
+
+def test_reap_is_an_action_with_no_ini_twin(inner: pytest.Pytester) -> None:
+    """``coreos_reap = true`` in an ini file is not a setting pytest-coreos has: pytest
+    says so, and nothing is reaped."""
+    (inner.path / "pytest.ini").write_text("[pytest]\ncoreos_reap = true\n")
+    inner.makepyfile("def test_runs(): pass")
+    result = inner.runpytest_subprocess("-W", "default::pytest.PytestConfigWarning")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*Unknown config option: coreos_reap*"])
+    assert "coreos: reaped" not in result.stdout.str()
