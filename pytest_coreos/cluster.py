@@ -955,6 +955,8 @@ class ClusterFactory:
             atexit.unregister(self.close)
             self._atexit_registered = False
         if self._root is not None:
+            if self.failed_boots:
+                self._record["failed_boot_at"] = time.time()  # see state.FAILED_BOOT_KEPT_DAYS
             if self.kept or self.failed_boots:
                 if self._handed_over:
                     state.finish_record(self.session_id, self._record, self._handed_over)

@@ -18,7 +18,7 @@ from pytest_coreos.cluster import Cluster, ClusterFactory
 from pytest_coreos.errors import ConfigError, CoreOSError
 from pytest_coreos.options import OPTIONS, ClusterSpec, resolve_spec
 from pytest_coreos.providers import reaper
-from pytest_coreos.state import reap
+from pytest_coreos.state import FAILED_BOOT_KEPT_DAYS, reap
 
 SPEC_KEY = pytest.StashKey[ClusterSpec]()
 FACTORY_KEY = pytest.StashKey[ClusterFactory]()
@@ -271,7 +271,10 @@ def _kept_lines(factory: ClusterFactory) -> list[str]:
     lines = []
     for cluster in factory.clusters:
         if cluster.boot_failed:
-            lines.append(f"{cluster.workdir.name} failed to boot; its logs: {cluster.workdir}")
+            lines.append(
+                f"{cluster.workdir.name} failed to boot; its logs: {cluster.workdir} (kept for "
+                f"{FAILED_BOOT_KEPT_DAYS} days, or until pytest --coreos-reap)"
+            )
         elif cluster.spec.keep and cluster.machines:
             lines.extend(_how_to_reach(cluster))
     return lines
@@ -313,9 +316,16 @@ def pytest_runtest_makereport(
     error = call.excinfo.value if call.excinfo is not None else None
     if report.when == "setup" and isinstance(error, CoreOSError):
         # The plugin's own errors say what is wrong and what to do: the traceback through
-        # the plugin's internals would only bury that.
-        notes = "".join(f"\n{note}" for note in getattr(error, "__notes__", []))
-        report.longrepr = f"{type(error).__name__}: {error}{notes}"
+        # the plugin's internals would only bury that. A session fixture's error comes
+        # back for every test that asks for it: shown whole once, then pointed at.
+        first = item.config.stash.setdefault(FIRST_SEEN_KEY, {}).setdefault(error, item.nodeid)
+        if first != item.nodeid:
+            report.longrepr = (
+                f"{type(error).__name__}: {_first_line(error)} (shown in full at {first})"
+            )
+        else:
+            notes = "".join(f"\n{note}" for note in getattr(error, "__notes__", []))
+            report.longrepr = f"{type(error).__name__}: {error}{notes}"
     if report.failed and report.when in ("setup", "call"):
         for cluster in _clusters_of(item):
             for machine in cluster.machines:
@@ -329,6 +339,12 @@ def pytest_runtest_makereport(
 
 
 DIAGNOSTIC_LINES = 20
+# Each setup error of the plugin's, by identity, and the test that showed it first.
+FIRST_SEEN_KEY = pytest.StashKey[dict[BaseException, str]]()
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).splitlines()[0] if str(error) else ""
 
 
 def _clusters_of(item: pytest.Item) -> list[Cluster]:

@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -149,7 +150,7 @@ def reap_session(
         del clusters[name]
     removed += kill_recorded(record.get("discovery", []))
     record["discovery"] = []
-    if clusters:
+    if clusters or (not include_kept and _keeps_failed_boot_logs(record)):
         write_record(record["session_id"], record)
         return removed
     root = Path(record["root"])
@@ -158,6 +159,16 @@ def reap_session(
         removed.append(f"folder {root}")
     remove_record(record["session_id"])
     return removed
+
+
+# A boot that failed leaves its folder, whose logs are the diagnosis, for this long (or
+# until ``pytest --coreos-reap``).
+FAILED_BOOT_KEPT_DAYS = 7
+
+
+def _keeps_failed_boot_logs(record: Mapping[str, Any]) -> bool:
+    failed_at = record.get("failed_boot_at")
+    return failed_at is not None and time.time() - failed_at < FAILED_BOOT_KEPT_DAYS * 86400
 
 
 def reap(

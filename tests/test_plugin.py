@@ -167,6 +167,87 @@ def test_a_boot_that_times_out_says_what_it_saw_and_leaves_nothing(
     assert_nothing_left(inner.path)
 
 
+@pytest.fixture
+def hanging_stand_in_etcd(inner: pytest.Pytester) -> Path:
+    """A stand-in "etcd" script that reports a version and then never serves."""
+    fake = inner.path / "hanging-etcd"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = --version ]; then echo "etcd Version: 3.5.99"; exit 0; fi\n'
+        "echo pretending to start; exec sleep 600\n"
+    )
+    fake.chmod(0o755)
+    return fake
+
+
+def test_a_failed_boot_with_a_hanging_stand_in_etcd_is_shown_once_then_pointed_at(
+    inner: pytest.Pytester, hanging_stand_in_etcd: Path, assert_nothing_left
+) -> None:
+    inner.makepyfile(
+        "\n".join(f"def test_{n}(coreos_cluster):\n    pass\n" for n in ("a", "b", "c"))
+    )
+    result = inner.runpytest_subprocess(
+        "--coreos-instances=1",
+        "--coreos-boot-timeout=1",
+        f"--coreos-etcd-binary={hanging_stand_in_etcd}",
+    )
+    result.assert_outcomes(errors=3)
+    text = result.stdout.str()
+    assert text.count("pretending to start") == 1  # the log tail, once
+    assert text.count("timed out after 1.0s waiting for") == 3
+    pointers = [line for line in result.stdout.lines if "(shown in full at " in line]
+    assert len(pointers) == 2
+    assert all(line.endswith("::test_a)") for line in pointers)
+    assert_nothing_left(inner.path)
+
+
+def test_a_failed_boots_logs_outlive_later_sessions_with_a_hanging_stand_in_etcd(
+    inner: pytest.Pytester, hanging_stand_in_etcd: Path
+) -> None:
+    """The workdir of a boot that failed stays, with its logs, until --coreos-reap or
+    until it is a week old; later sessions leave it alone."""
+    inner.makepyfile("def test_uses(coreos_cluster):\n    pass\n")
+    failed = inner.runpytest_subprocess(
+        "--coreos-instances=1",
+        "--coreos-boot-timeout=1",
+        f"--coreos-etcd-binary={hanging_stand_in_etcd}",
+    )
+    failed.assert_outcomes(errors=1)
+    (line,) = [line for line in failed.stdout.lines if "failed to boot; its logs: " in line]
+    assert line.endswith("(kept for 7 days, or until pytest --coreos-reap)")
+    workdir = Path(line.split("its logs: ")[1].split(" (kept")[0])
+    assert (workdir / "machines" / "core-01" / "etcd.log").read_text().strip()
+    later = inner.runpytest_subprocess("--coreos-instances=1")  # a session that boots
+    later.assert_outcomes(passed=1)
+    assert "reaped" not in later.stdout.str()
+    assert workdir.is_dir()
+
+    (record_file,) = (inner.path / "state").glob("*.json")
+    record = json.loads(record_file.read_text())
+    record["failed_boot_at"] -= 8 * 86400  # a week and a day ago
+    record_file.write_text(json.dumps(record))
+    aged = inner.runpytest_subprocess("--coreos-instances=1")
+    aged.assert_outcomes(passed=1)
+    aged.stdout.fnmatch_lines([f"*reaped folder {workdir.parent}*"])
+    assert not workdir.exists()
+
+
+def test_reap_removes_a_failed_boots_logs_with_a_hanging_stand_in_etcd(
+    inner: pytest.Pytester, hanging_stand_in_etcd: Path
+) -> None:
+    inner.makepyfile("def test_uses(coreos_cluster):\n    pass\n")
+    inner.runpytest_subprocess(
+        "--coreos-instances=1",
+        "--coreos-boot-timeout=1",
+        f"--coreos-etcd-binary={hanging_stand_in_etcd}",
+    ).assert_outcomes(errors=1)
+    (folder,) = (inner.path / "tmp").glob("pytest-coreos-*")
+    reaped = inner.runpytest_subprocess("--coreos-reap")
+    assert reaped.ret == 0
+    reaped.stdout.fnmatch_lines([f"coreos: reaped folder {folder}"])
+    assert not folder.exists()
+
+
 def test_etcd_binary_missing_is_a_usage_error_before_any_test(inner: pytest.Pytester) -> None:
     inner.makepyfile("def test_uses(coreos_cluster):\n    pass\n")
     result = inner.runpytest_subprocess(f"--coreos-etcd-binary={inner.path / 'nope'}")
