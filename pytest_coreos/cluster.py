@@ -415,6 +415,8 @@ class Cluster:
         self.config_rb_path.write_text(
             render.render_config_rb(self.spec.instances, self.spec.channel)
         )
+        # Written with Ignition too: the cloud-config the .ign files are rendered from.
+        self.user_data_path.write_text(render.render_user_data(data))
         if self.spec.config == "ignition":
             # Rendered per machine, once its addresses are known (_write_ignition).
             ignition.check_renders(data, self.spec.user_data or "(the default user-data)")
@@ -423,8 +425,6 @@ class Cluster:
                     "--coreos-config=ignition: Ignition does not carry these parts of the "
                     "user-data: " + ", ".join(left)
                 )
-            return
-        self.user_data_path.write_text(render.render_user_data(data))
 
     def _load_ignition(self, path: Path) -> None:
         """The user's own Ignition config with the discovery URL injected, for every
@@ -917,7 +917,11 @@ class ClusterFactory:
             except CoreOSError as error:
                 self.notices.append(f"kept cluster {cluster_record['workdir']} not reused: {error}")
                 continue
-            self.notices.append(f"reusing kept cluster {cluster_record['workdir']}")
+            self.notices.append(
+                f"reusing kept cluster {cluster_record['workdir']} (its discovery URL "
+                f"{cluster.discovery_url} is no longer served: that service ended with the "
+                "session that booted it)"
+            )
             with self._lock:
                 self.clusters.append(cluster)
             return cluster
@@ -925,8 +929,9 @@ class ClusterFactory:
 
     @property
     def kept(self) -> bool:
-        """True if a cluster of this session is left running on purpose."""
-        return any(cluster.kept for cluster in self.clusters)
+        """True if a cluster this session booted is left running on purpose (a reused one
+        stays on the record of the session that booted it)."""
+        return any(cluster.kept and not cluster.attached for cluster in self.clusters)
 
     @property
     def failed_boots(self) -> list[Cluster]:

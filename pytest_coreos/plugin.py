@@ -352,8 +352,8 @@ def _clusters_of(item: pytest.Item) -> list[Cluster]:
     for value in getattr(item, "funcargs", {}).values():
         if isinstance(value, Cluster):
             candidates = [value]
-        elif isinstance(value, ClusterFactory):
-            candidates = value.clusters
+        elif isinstance(value, ClusterFactory):  # its clusters still up (not closed by a with)
+            candidates = [cluster for cluster in value.clusters if not cluster.closed]
         else:
             continue
         clusters += [c for c in candidates if c.machines and c not in clusters]

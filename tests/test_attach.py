@@ -223,3 +223,27 @@ def test_a_kept_cluster_in_network_namespaces_prints_commands_run_in_its_lab(
         assert "6 passed, 1 skipped" in ran.stdout
     finally:
         assert inner.runpytest_subprocess("--coreos-reap").ret == 0
+
+
+def test_reuse_leaves_no_session_folder_of_its_own_and_says_discovery_ended(
+    inner: pytest.Pytester,
+) -> None:
+    inner.makepyfile("def test_uses(coreos_cluster):\n    pass\n")
+    try:
+        first = inner.runpytest_subprocess("--coreos-instances=1", "--coreos-reuse")
+        first.assert_outcomes(passed=1)
+        (kept,) = (inner.path / "tmp").glob("pytest-coreos-*")
+        second = inner.runpytest_subprocess("--coreos-instances=1", "--coreos-reuse")
+        second.assert_outcomes(passed=1)
+        second.stdout.fnmatch_lines(
+            [
+                f"reusing kept cluster {kept}/cluster-1 (its discovery URL http*//* is no "
+                "longer served: that service ended with the session that booted it)"
+            ]
+        )
+        assert list((inner.path / "tmp").glob("pytest-coreos-*")) == [kept]
+        third = inner.runpytest_subprocess("--coreos-instances=1", "--coreos-reuse")
+        third.assert_outcomes(passed=1)
+        assert "reaped" not in third.stdout.str()
+    finally:
+        assert inner.runpytest_subprocess("--coreos-reap").ret == 0

@@ -85,7 +85,9 @@ def test_a_local_cluster_writes_one_valid_ignition_config_per_machine_and_runs_i
     factory: ClusterFactory, validators: dict[str, jsonschema.Draft4Validator]
 ) -> None:
     cluster = factory(config="ignition")
-    assert not cluster.user_data_path.exists()  # Ignition instead of cloud-config
+    # The machines get Ignition; the workdir also keeps the cloud-config it is rendered
+    # from, to read.
+    assert cluster.discovery_url in cluster.user_data_path.read_text()
     public_key = (factory.root / "id_ed25519.pub").read_text().strip()
     for machine in cluster.machines:
         config = json.loads((cluster.workdir / "ignition" / f"{machine.name}.ign").read_text())

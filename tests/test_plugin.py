@@ -651,3 +651,32 @@ def test_reap_is_an_action_with_no_ini_twin(inner: pytest.Pytester) -> None:
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*Unknown config option: coreos_reap*"])
     assert "coreos: reaped" not in result.stdout.str()
+
+
+def test_the_seeds_own_user_data_brings_no_notice_but_the_users_does(
+    inner: pytest.Pytester,
+) -> None:
+    inner.makepyfile("def test_uses(coreos_cluster):\n    pass\n")
+    seed = inner.runpytest_subprocess("--coreos-instances=1")
+    seed.assert_outcomes(passed=1)
+    assert "not applied from user-data" not in seed.stdout.str()
+    (inner.path / "user-data").write_text(
+        "#cloud-config\ncoreos:\n  etcd2: {}\n  fleet:\n    public-ip: $public_ipv4\n"
+    )
+    own = inner.runpytest_subprocess("--coreos-instances=1", "--coreos-user-data=user-data")
+    own.assert_outcomes(passed=1)
+    own.stdout.fnmatch_lines(["*not applied from user-data: coreos.fleet*"])
+
+
+def test_a_failing_test_reports_no_cluster_its_with_block_closed(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        def test_fails(coreos_cluster_factory):
+            with coreos_cluster_factory(instances=1) as cluster:
+                cluster.etcd.set("/k", "v")
+            assert False, "after the cluster is gone"
+        """
+    )
+    result = inner.runpytest_subprocess()
+    result.assert_outcomes(failed=1)
+    assert "etcd log" not in result.stdout.str()

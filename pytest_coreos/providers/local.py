@@ -476,6 +476,9 @@ class LocalProvider(LabProvider):
         }
 
     def _notices(self) -> list[str]:
+        # Said of the user's own file only: the seed's user-data is the plugin's choice.
+        if self.context.spec.user_data is None:
+            return []
         skipped = not_applied_here(self.context.user_data)
         if not skipped:
             return []
