@@ -16,6 +16,11 @@ if TYPE_CHECKING:
     from pytest_coreos.cluster import Machine
 
 
+# The systemd units that run etcd on the machines of the stand-in image: etcd.service for
+# cloud-config, etcd-member.service for Ignition (as on Flatcar).
+ETCD_JOURNAL_UNITS = ("etcd.service", "etcd-member.service")
+
+
 class MachineControl(Protocol):
     """What a provider does to one of its machines; :class:`Machine` delegates to it."""
 

@@ -39,7 +39,7 @@ from pytest_coreos.process import (
     process_start_time,
     tail,
 )
-from pytest_coreos.providers.base import BootContext
+from pytest_coreos.providers.base import ETCD_JOURNAL_UNITS, BootContext
 from pytest_coreos.providers.local import LabProvider, new_lab
 from pytest_coreos.sshd import generate_ed25519_key
 
@@ -246,12 +246,14 @@ class Container:
         self._signal_all(signal.SIGCONT)
 
     def logs(self, lines: int) -> str:
-        """The container's journal (read with nsenter, no network), else its console."""
+        """etcd's journal in the container (read with nsenter, no network), else the
+        container's console."""
         leader = self.leader
         if leader is not None and leader.running and leader.pid is not None:
+            units = [arg for unit in ETCD_JOURNAL_UNITS for arg in ("-u", unit)]
             result = subprocess.run(
                 ["nsenter", "-t", str(leader.pid), "-m", "-p", "-u", "--",
-                 "journalctl", "--no-pager", "-q", "-n", str(lines)],
+                 "journalctl", "--no-pager", "-q", "-n", str(lines), *units],
                 capture_output=True,
                 text=True,
                 check=False,

@@ -50,7 +50,7 @@ from pytest_coreos.cluster import Machine, machine_names
 from pytest_coreos.errors import ConfigError, CoreOSError, SSHError
 from pytest_coreos.options import ClusterSpec
 from pytest_coreos.process import tail
-from pytest_coreos.providers.base import BootContext
+from pytest_coreos.providers.base import ETCD_JOURNAL_UNITS, BootContext
 from pytest_coreos.ssh import SSHClient
 from pytest_coreos.sshd import generate_ed25519_key
 from pytest_coreos.vagrant_output import Progress, log_line, parse_ssh_config
@@ -629,7 +629,7 @@ class VagrantMachine:
         if self.handle is None:
             return ""
         try:
-            units = ["-u", "etcd.service", "-u", "etcd-member.service"]  # cloud-config, Ignition
+            units = [arg for unit in ETCD_JOURNAL_UNITS for arg in ("-u", unit)]
             result = self.handle.ssh.run(
                 ["sudo", "journalctl", "--no-pager", "-n", str(lines), *units],
                 check=False,

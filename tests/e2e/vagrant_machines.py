@@ -92,3 +92,18 @@ def test_a_halted_member_is_brought_back(coreos_cluster):
     coreos_cluster.wait_until_healthy()
     assert victim.etcd.get(key) == "during the halt"
     assert victim.ssh.run(["hostname"]).stdout.strip() == "core-03"
+
+
+def test_commands_over_ssh_do_not_read_the_login_users_bashrc(coreos_cluster):
+    for machine in coreos_cluster:
+        machine.ssh.run(
+            "cp -p ~/.bashrc ~/.bashrc.before 2>/dev/null; echo 'echo NOISE >&2' >> ~/.bashrc"
+        )
+        try:
+            result = machine.ssh.run("echo $SHLVL")
+            assert (result.stdout, result.stderr) == ("2\n", ""), machine.name
+        finally:
+            machine.ssh.run(
+                "if [ -e ~/.bashrc.before ]; then mv ~/.bashrc.before ~/.bashrc; "
+                "else rm ~/.bashrc; fi"
+            )
