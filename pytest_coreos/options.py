@@ -359,9 +359,46 @@ def parse_vagrant_options(raw: object, source: str = "--coreos-vagrant-option") 
     return tuple(options)
 
 
+# Options that only some providers use: given to another, they would be ignored silently.
+PROVIDER_OPTIONS: dict[str, tuple[str, ...]] = {
+    "hosts": ("ssh",),
+    "ssh_key": ("ssh",),
+    "known_hosts": ("ssh",),
+    "allow_faults": ("ssh",),
+    "vagrant_dir": ("vagrant",),
+    "box": ("vagrant",),
+    "vagrant_provider": ("vagrant",),
+    "vagrant_options": ("vagrant",),
+    "sshd_binary": ("local",),
+}
+_FLAGS = {"vagrant_options": "--coreos-vagrant-option"}
+
+
+def check_provider_options(spec: ClusterSpec) -> None:
+    """Refuse an option given for a provider that does not use it."""
+    defaults = ClusterSpec()
+    for name, providers in PROVIDER_OPTIONS.items():
+        if spec.provider in providers or getattr(spec, name) == getattr(defaults, name):
+            continue
+        flag = _FLAGS.get(name, "--coreos-" + name.replace("_", "-"))
+        users = " and ".join(providers)
+        raise ConfigError(
+            flag,
+            f"applies to the {users} provider only, not to {spec.provider}",
+            f"leave it out, or use --coreos-provider={providers[0]}",
+        )
+    if spec.network != defaults.network and spec.provider not in ("local", "nspawn"):
+        raise ConfigError(
+            "--coreos-network",
+            f"applies to the local provider only, not to {spec.provider}",
+            "leave it out: the machines' network is the provider's",
+        )
+
+
 def validate_spec(spec: ClusterSpec) -> ClusterSpec:
     """Check the values of a spec built in code (the factory's keyword arguments), and
     options that do not go together."""
+    check_provider_options(spec)
     parse_instances(spec.instances, "instances")
     parse_choice(spec.provider, PROVIDERS, "provider")
     parse_choice(spec.channel, CHANNELS, "channel")

@@ -192,6 +192,38 @@ CASES = {
             "coreos_etcd_binary = /nonexistent/etcd\n"
         },
     ),
+    "ssh provider's hosts with local": Case(
+        ("--coreos-hosts=core@127.0.0.1",),
+        USAGE,
+        "--coreos-hosts: applies to the ssh provider only, not to local (leave it out, or use "
+        "--coreos-provider=ssh)",
+    ),
+    "ssh provider's key with local": Case(
+        ("--coreos-ssh-key=key",),
+        USAGE,
+        "--coreos-ssh-key: applies to the ssh provider only, not to local*",
+    ),
+    "vagrant's box with nspawn": Case(
+        ("--coreos-provider=nspawn", "--coreos-box=coreos-stable"),
+        USAGE,
+        "--coreos-box: applies to the vagrant provider only, not to nspawn (leave it out, or "
+        "use --coreos-provider=vagrant)",
+    ),
+    "vagrant option with local": Case(
+        ("--coreos-vagrant-option=memory=1024",),
+        USAGE,
+        "--coreos-vagrant-option: applies to the vagrant provider only, not to local*",
+    ),
+    "local's sshd with nspawn": Case(
+        ("--coreos-provider=nspawn", "--coreos-sshd-binary=/usr/sbin/sshd"),
+        USAGE,
+        "--coreos-sshd-binary: applies to the local provider only, not to nspawn*",
+    ),
+    "network with vagrant": Case(
+        ("--coreos-provider=vagrant", "--coreos-network=netns"),
+        USAGE,
+        "--coreos-network: applies to the local provider only, not to vagrant*",
+    ),
     "discovery unreachable": Case(
         ("--coreos-discovery=http://127.0.0.1:9",),
         TEST_ERROR,

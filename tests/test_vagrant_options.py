@@ -174,7 +174,10 @@ def test_keys_must_be_setting_names() -> None:
 
 
 def test_the_ini_twin_is_a_line_list(tmp_path: Path) -> None:
-    ini = {"coreos_vagrant_option": ["uri=qemu:///system", "memory=2048"]}
+    ini = {
+        "coreos_provider": "vagrant",
+        "coreos_vagrant_option": ["uri=qemu:///system", "memory=2048"],
+    }
     spec = resolve_spec(lambda n: None, ini.get, invocation_dir=tmp_path, ini_dir=tmp_path)
     assert spec.vagrant_options == ("uri=qemu:///system", "memory=2048")
     cli = {"vagrant_option": ["memory=4096"]}
