@@ -885,8 +885,11 @@ class ClusterFactory:
                     self.clusters.append(cluster)
                 share["users"] += 1
             else:
-                cluster = self._ready(self.create(spec).start())
-                share = {"session": self.session_id, "cluster": cluster.name, "users": 1}
+                # The first worker boots it, or with --coreos-reuse adopts a kept one: the
+                # other workers attach to whichever it is, as in one process.
+                reused = self.reuse(spec) if self.spec.reuse else None
+                cluster = reused or self._ready(self.create(spec).start())
+                share = {"session": cluster.owner_session, "cluster": cluster.name, "users": 1}
             state.write_share(key, share)
         self._shared = (key, cluster)
         return cluster
@@ -932,6 +935,11 @@ class ClusterFactory:
         """True if a cluster this session booted is left running on purpose (a reused one
         stays on the record of the session that booted it)."""
         return any(cluster.kept and not cluster.attached for cluster in self.clusters)
+
+    @property
+    def handed_over(self) -> frozenset[str]:
+        """The names of the shared clusters this session left to another xdist worker."""
+        return frozenset(self._handed_over)
 
     @property
     def failed_boots(self) -> list[Cluster]:

@@ -246,7 +246,7 @@ def coreos_cluster(
     if shape is not None:
         return coreos_cluster_factory.shaped(**dict(shape))
     worker = getattr(request.config, "workerinput", None)
-    if worker is not None and not coreos_cluster_factory.spec.reuse:
+    if worker is not None:
         return coreos_cluster_factory.shared(worker["testrunuid"])
     return coreos_cluster_factory.default()
 
@@ -275,7 +275,7 @@ def _kept_lines(factory: ClusterFactory) -> list[str]:
                 f"{cluster.workdir.name} failed to boot; its logs: {cluster.workdir} (kept for "
                 f"{FAILED_BOOT_KEPT_DAYS} days, or until pytest --coreos-reap)"
             )
-        elif cluster.spec.keep and cluster.machines:
+        elif cluster.kept and cluster.machines and cluster.name not in factory.handed_over:
             lines.extend(_how_to_reach(cluster))
     return lines
 
@@ -358,6 +358,25 @@ def _clusters_of(item: pytest.Item) -> list[Cluster]:
             continue
         clusters += [c for c in candidates if c.machines and c not in clusters]
     return clusters
+
+
+WORKER_SUMMARY = "coreos_summary"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """An xdist worker hands its summary lines to the controller, which shows them."""
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output[WORKER_SUMMARY] = session.config.stash.get(SUMMARY_KEY, [])
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    """(xdist controller) Take a finished worker's summary lines, each line once."""
+    lines = getattr(node, "workeroutput", {}).get(WORKER_SUMMARY, [])
+    summary = node.config.stash.setdefault(SUMMARY_KEY, [])  # type: ignore[attr-defined]
+    summary.extend(line for line in lines if line not in summary)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -69,3 +69,67 @@ def test_a_shared_cluster_handed_over_leaves_no_folder_whoever_closes_last(
 
     assert not root.exists()
     assert not state.record_path("a").exists()
+
+
+PIDS_TEST = """
+import json, os
+
+def test_a(coreos_cluster):
+    with open(os.path.join(os.environ["RECORD_DIR"], "a.json"), "w") as out:
+        json.dump(sorted(coreos_cluster.pids), out)
+
+def test_b(coreos_cluster):
+    with open(os.path.join(os.environ["RECORD_DIR"], "b.json"), "w") as out:
+        json.dump(sorted(coreos_cluster.pids), out)
+"""
+
+
+def test_keep_under_xdist_keeps_one_cluster_and_the_controller_says_how_to_reach_it(
+    inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = inner.path / "records"
+    records.mkdir()
+    monkeypatch.setenv("RECORD_DIR", str(records))
+    inner.makepyfile(PIDS_TEST)
+    try:
+        result = inner.runpytest_subprocess("-n", "2", "--coreos-instances=1", "--coreos-keep")
+        result.assert_outcomes(passed=2)
+        pids = {tuple(json.loads(path.read_text())) for path in records.glob("*.json")}
+        assert len(pids) == 1, "one cluster for both workers"
+        text = result.stdout.str()
+        assert text.count("cluster kept running (--coreos-keep)") == 1, text
+        assert text.count("attach another run: ") == 1
+        assert text.count("remove it: pytest --coreos-reap") == 1
+        assert all(_alive(pid) for pid in next(iter(pids)))
+    finally:
+        assert inner.runpytest_subprocess("--coreos-reap").ret == 0
+
+
+def test_reuse_under_xdist_boots_one_cluster_and_the_next_run_reuses_it(
+    inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = inner.path / "records"
+    records.mkdir()
+    monkeypatch.setenv("RECORD_DIR", str(records))
+    inner.makepyfile(PIDS_TEST)
+    try:
+        runs = []
+        for _ in range(2):
+            result = inner.runpytest_subprocess("-n", "2", "--coreos-instances=1", "--coreos-reuse")
+            result.assert_outcomes(passed=2)
+            runs.append({tuple(json.loads(path.read_text())) for path in records.glob("*.json")})
+        assert len(runs[0]) == 1, "one cluster for both workers"
+        assert runs[1] == runs[0], "the second run reuses the first run's cluster"
+        result.stdout.fnmatch_lines(["reusing kept cluster *"])
+        kept = [folder for folder in (inner.path / "tmp").glob("pytest-coreos-*")]
+        assert len(kept) == 1, kept
+    finally:
+        assert inner.runpytest_subprocess("--coreos-reap").ret == 0
+    assert not [pid for pid in next(iter(runs[0])) if _alive(pid)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return not Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z")
+    except OSError:
+        return False
