@@ -474,7 +474,7 @@ def test_watch_times_out_without_a_change(client: EtcdClient, prefix: str) -> No
     with pytest.raises(EtcdError, match=r"no change within 0\.2s") as raised:
         client.watch(f"{prefix}/quiet", timeout=0.2)
 
-    assert time.monotonic() - started < 5  # not a wait for ever; how fast: benchmarks/
+    assert time.monotonic() - started < 5  # not a wait for ever; speed: benchmarks/reaction.py
     assert raised.value.endpoint == client.endpoints[0]
 
 
