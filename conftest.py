@@ -1,13 +1,24 @@
-"""Shared helpers of the project's own test suite: finding what a run left behind."""
+"""Shared helpers of the project's own test suite: finding what a run left behind, and
+running an inner session as an ordinary user."""
 
 from __future__ import annotations
 
 import json
 import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+import pytest_coreos
 
 
 def processes_touching(path: Path) -> list[str]:
@@ -59,6 +70,94 @@ def inner(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.
     monkeypatch.setenv("PYTEST_COREOS_STATE_DIR", str(pytester.path / "state"))
     pytester.makefile(".ini", pytest=INNER_INI)
     return pytester
+
+
+UNPRIVILEGED_USER = "pytest-coreos"
+
+
+@dataclass
+class UnprivilegedRun:
+    returncode: int
+    output: str
+    record: str
+    folder: Path
+    uid: int
+
+
+def run_inner_session_unprivileged(test_source: str, folder: Path) -> UnprivilegedRun:
+    """Run ``test_source`` in a pytest of its own as an ordinary user: this one if it is
+    not root, else the ``pytest-coreos`` user that scripts/bootstrap creates. The package
+    under test is copied so that the checkout's own folder need not be readable."""
+    drop: list[str] = []
+    env = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8"}
+    uid = os.getuid()
+    if uid == 0:
+        try:
+            user = pwd.getpwnam(UNPRIVILEGED_USER)
+        except KeyError:
+            pytest.fail(f"no user {UNPRIVILEGED_USER!r}: run scripts/bootstrap, which creates it")
+        uid = user.pw_uid
+        drop = ["setpriv", f"--reuid={uid}", f"--regid={user.pw_gid}", "--init-groups", "--"]
+        env.update(HOME=user.pw_dir, USER=user.pw_name, LOGNAME=user.pw_name)
+    folder.chmod(0o755)
+    shutil.copytree(Path(pytest_coreos.__file__).parent, folder / "src" / "pytest_coreos")
+    (folder / "tmp").mkdir()
+    (folder / "test_inner.py").write_text(test_source)
+    (folder / "pytest.ini").write_text(INNER_INI)
+    for path in [folder, *folder.rglob("*")]:
+        os.chown(path, uid, -1)
+    env.update(
+        PYTHONPATH=str(folder / "src"),
+        TMPDIR=str(folder / "tmp"),
+        RECORD=str(folder / "record.json"),
+    )
+    probe = subprocess.run(
+        [*drop, sys.executable, "-c", "import pytest, paramiko, yaml, tenacity, requests"],
+        env=env,
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if probe.returncode != 0:
+        pytest.fail(
+            f"{sys.executable} and its packages must be readable by uid {uid}; "
+            f"scripts/bootstrap installs them where they are:\n{probe.stderr}"
+        )
+    run = subprocess.run(
+        [*drop, sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider"],
+        env=env,
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    record = folder / "record.json"
+    return UnprivilegedRun(
+        run.returncode,
+        run.stdout + run.stderr,
+        record.read_text() if record.exists() else "{}",
+        folder,
+        uid,
+    )
+
+
+@pytest.fixture
+def run_unprivileged() -> Iterator[Callable[[str], UnprivilegedRun]]:
+    """Call with a test file's source (dedented): runs it as an ordinary user (see
+    :func:`run_inner_session_unprivileged`) in a folder of its own, removed afterwards."""
+    folders: list[Path] = []
+
+    def run(test_source: str) -> UnprivilegedRun:
+        # Under /tmp, not tmp_path: root's pytest folders are closed to other users.
+        folder = Path(tempfile.mkdtemp(prefix="coreos-unprivileged-"))
+        folders.append(folder)
+        return run_inner_session_unprivileged(textwrap.dedent(test_source), folder)
+
+    yield run
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 IGNITION_SCHEMAS = Path(__file__).parent / "tests" / "data" / "ignition-schema"

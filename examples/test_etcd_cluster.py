@@ -53,10 +53,12 @@ def test_a_failing_command_reports_its_status(coreos_cluster):
 
 
 def test_ttl_keys_expire(coreos_cluster, key):
-    coreos_cluster.etcd.set(key, "short-lived", ttl=1)
-    assert coreos_cluster.etcd.get(key) == "short-lived"
-    event = coreos_cluster.etcd.watch(key, timeout=10)
+    node = coreos_cluster.etcd.set(key, "short-lived", ttl=1)
+    assert (node["value"], node["ttl"]) == ("short-lived", 1)
+    # From the index after the set: an expiry before the watch begins is still seen.
+    event = coreos_cluster.etcd.watch(key, index=node["modifiedIndex"] + 1, timeout=10)
     assert event["action"] == "expire"
+    assert event["node"]["key"] == key
     with pytest.raises(EtcdKeyNotFoundError):
         coreos_cluster.etcd.get(key)
 

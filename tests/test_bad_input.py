@@ -253,21 +253,28 @@ def test_a_discovery_token_answering_404_or_already_full(
 ) -> None:
     pytester = inner
     pytester.makepyfile("def test_uses(coreos_cluster):\n    pass\n")
+
+    def refused(result: pytest.RunResult, message: str) -> None:
+        assert result.ret == TEST_ERROR
+        result.assert_outcomes(errors=1)
+        result.stdout.fnmatch_lines([message])
+        assert "Traceback" not in result.stderr.str() + result.stdout.str()
+
     with DiscoveryService(find_etcd(), tmp_path / "discovery") as service:
         full = service.new_cluster(1)
         first = pytester.runpytest_subprocess("--coreos-instances=1", f"--coreos-discovery={full}")
         first.assert_outcomes(passed=1)  # the token is used up by this cluster
         again = pytester.runpytest_subprocess("--coreos-instances=1", f"--coreos-discovery={full}")
-        again.stdout.fnmatch_lines(
-            [f"DiscoveryError: discovery service {full}: token already has 1 of 1 members*"]
+        refused(
+            again, f"DiscoveryError: discovery service {full}: token already has 1 of 1 members*"
         )
         wrong_size = pytester.runpytest_subprocess(
             "--coreos-instances=3", f"--coreos-discovery={service.new_cluster(1)}"
         )
-        wrong_size.stdout.fnmatch_lines(
-            ["DiscoveryError: *token is for 1 members, not 3: use --coreos-instances=1"]
+        refused(
+            wrong_size, "DiscoveryError: *token is for 1 members, not 3: use --coreos-instances=1"
         )
         missing = f"{service.url}/{'0' * 32}"
         gone = pytester.runpytest_subprocess(f"--coreos-discovery={missing}")
-        gone.stdout.fnmatch_lines([f"DiscoveryError: discovery service {missing}: *"])
+        refused(gone, f"DiscoveryError: discovery service {missing}: no such token (HTTP 404)")
     assert_nothing_left(pytester.path)

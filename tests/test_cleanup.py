@@ -84,7 +84,10 @@ def test_a_signalled_pytest_tears_everything_down(folder, signum, assert_nothing
     assert_nothing_left(folder)
 
 
-def test_ctrl_c_during_boot_leaves_nothing(folder, assert_nothing_left) -> None:
+def test_ctrl_c_during_a_boot_on_a_hanging_etcd_stand_in_leaves_nothing(
+    folder, assert_nothing_left
+) -> None:
+    # The stand-in: a script that reports an etcd version, then never serves.
     hanging = folder / "hanging-etcd"
     hanging.write_text(
         "#!/bin/sh\n"
@@ -189,7 +192,10 @@ def test_reuse_attaches_to_a_kept_cluster_of_the_same_spec(folder, assert_nothin
     assert "reusing kept cluster" not in output  # another shape: a cluster of its own
 
     reaped = _start_pytest(folder, "--coreos-reap")
-    assert reaped.communicate(timeout=60)[0]
+    output = reaped.communicate(timeout=60)[0]
+    assert reaped.returncode == 0, output
+    for pid in first["pids"]:  # the kept cluster's etcds and sshds, each by name
+        assert f"coreos: reaped process {pid} (" in output
     assert not [pid for pid in first["pids"] if _alive(pid)]
     assert not _records_under(folder)
     assert_nothing_left(folder)

@@ -3,9 +3,8 @@ what a boot leaves on disk."""
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,9 @@ import yaml
 from pytest_coreos import BootTimeoutError, Cluster, EtcdError
 from pytest_coreos import cluster as cluster_module
 from pytest_coreos.addresses import claim_block, lock_directory
+from pytest_coreos.process import descendants_of
 from pytest_coreos.providers.local import joins_statically
+from pytest_coreos.ssh import SSHClient
 
 
 @pytest.mark.parametrize("instances", [1, 3, 5])
@@ -106,25 +107,57 @@ def test_stop_start_and_pause_resume(coreos_cluster_factory) -> None:
 
 def test_teardown_kills_every_process_and_ssh_child(coreos_cluster_factory) -> None:
     cluster = coreos_cluster_factory(instances=2)
-    for machine in cluster:
-        machine.ssh.run("true")  # an open session is a child outside sshd's process group
-    pids = cluster.pids
-    assert len(pids) == 4
-    cluster.close()
-    for pid in pids:
-        with pytest.raises(ProcessLookupError):
-            _signal_unless_zombie(pid)
-    assert not cluster.pids
+    # Connections of clients the cluster does not own: closing its own handles cannot
+    # end them, only teardown can. Each is served by sshd children that left sshd's
+    # process group (setsid), so killing the group alone would miss them.
+    outsiders = [
+        SSHClient(
+            machine.ssh.host,
+            machine.ssh.port,
+            machine.ssh.username,
+            machine.ssh.private_key,
+            host_keys=machine.ssh.host_keys,
+        )
+        for machine in cluster
+    ]
+    try:
+        for machine, outsider in zip(cluster, outsiders, strict=True):
+            machine.ssh.run("true")
+            assert outsider.run("echo open").stdout == "open\n"
+        pids = cluster.pids
+        assert len(pids) == 4
+        ssh_children = [pid for pid in descendants_of(pids) if _command(pid).startswith("sshd")]
+        assert len(ssh_children) >= 4, ssh_children  # at least one per connection
+        commands = {pid: _command(pid) for pid in [*pids, *ssh_children]}
+        cluster.close()
+        # SIGKILLed children need a moment to be gone; without teardown they never are.
+        deadline = time.monotonic() + 5
+        while (left := [pid for pid in commands if _still_runs(pid)]) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.01)
+        left = [f"{pid}: {commands[pid].strip()}" for pid in left]
+        assert not left, "still running after teardown:\n" + "\n".join(left)
+        assert not cluster.pids
+    finally:
+        for outsider in outsiders:
+            outsider.close()
 
 
-def _signal_unless_zombie(pid: int) -> None:
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _still_runs(pid: int) -> bool:
+    """True unless the process is gone or a zombie (dead, only not yet reaped)."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
-        raise ProcessLookupError(pid) from None
-    if state == "Z":
-        raise ProcessLookupError(pid)
-    os.kill(pid, signal.SIGCONT)
+        return False
+    return state != "Z"
 
 
 def test_address_blocks_are_exclusive_and_leave_no_lock_files() -> None:

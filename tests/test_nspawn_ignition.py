@@ -106,7 +106,7 @@ def test_containers_boot_from_ignition_rendered_from_the_user_data(
             assert f"ETCD_DISCOVERY={cluster.discovery_url}" in environment
             assert run("systemctl is-active etcd.service", check=False).stdout == "inactive\n"
             assert machine.etcd.get("/ignition") == "applied"
-        # Said once: what Ignition does not carry of this user-data.
+        # Nothing to say: Ignition carries every part of this user-data.
         assert not [n for n in cluster.notices if "Ignition does not carry" in n]
     assert containers_under(workdir) == []
 

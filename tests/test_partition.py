@@ -73,6 +73,9 @@ def test_a_minority_cannot_write_while_the_majority_can_and_heal_reconciles(
             assert time.monotonic() < deadline, "the majority never accepted a write"
             time.sleep(0.1)
     assert majority[1].etcd.get("/p/majority") == "accepted"
+    # Refused, not merely unanswered: while cut off, no member of the majority has it.
+    for machine in majority:
+        assert not machine.etcd.exists("/p/minority"), f"{machine.name} has the write"
 
     lab_cluster.heal()
     lab_cluster.wait_until_healthy()

@@ -370,7 +370,7 @@ def test_a_timeout_raises_and_kills_the_remote_command(client: SSHClient) -> Non
     assert "started" in notes
     assert "warming up" in notes
     assert "pytest-coreos-pid" not in notes
-    assert elapsed < 10
+    assert elapsed < 30  # the timeout, not the 1000 s; speed: benchmarks/reaction.py
     # The whole command was killed, not only abandoned (sshd runs it on this machine).
     assert _wait_until_gone(f"sleep {marker}") == []
     assert client.run("echo still usable").stdout == "still usable\n"

@@ -17,12 +17,15 @@ import pytest
 import vagrant
 
 from pytest_coreos import render
-from pytest_coreos.errors import ConfigError
+from pytest_coreos.errors import ConfigError, CoreOSError
 from pytest_coreos.options import ClusterSpec
 from pytest_coreos.providers import vagrant as provider
 from pytest_coreos.vagrant.agent import coreos_agent as agent
 from pytest_coreos.vagrant_output import parse_status
 
+REPO = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
+# What builds the stand-in box and the nspawn rootfs; its --hash covers what goes into them.
+BOX_BUILDER = REPO / "box" / "build-box"
 DATA = Path(__file__).parent / "data" / "vagrant"
 CHECKOUT = DATA / "coreos-vagrant"
 E2E_USER_DATA = Path(__file__).parent / "e2e" / "data" / "user-data"
@@ -259,7 +262,7 @@ def test_clusters_of_one_session_get_addresses_of_their_own() -> None:
         assert second == ["10.99.0.104", "10.99.0.105"]
         provider.release_addresses(first)
         assert provider.claim_addresses("10.99.0", 1) == ["10.99.0.101"]
-        with pytest.raises(Exception, match="already used"):
+        with pytest.raises(CoreOSError, match="already used"):
             provider.claim_exact(["10.99.0.104"])
     finally:
         provider.release_addresses(["10.99.0.101", *second])
@@ -389,11 +392,32 @@ def test_the_agent_refuses_units_it_cannot_apply_safely(units: object, problem: 
         agent.plan(user_data, "10.0.0.1", "10.0.0.1")
 
 
-def test_the_box_build_hashes_its_inputs_render_py_among_them() -> None:
-    script = Path(__file__).parents[1] / "box" / "build-box"
-    done = subprocess.run([str(script), "--hash"], capture_output=True, text=True, check=True)
-    assert len(done.stdout.strip()) == 16
-    assert "pytest_coreos/render.py" in script.read_text()
+def _box_input_hash(builder: Path) -> str:
+    done = subprocess.run([str(builder), "--hash"], capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+def test_the_box_build_hashes_its_inputs_render_py_among_them(tmp_path: Path) -> None:
+    # The builder finds its inputs relative to itself: on a copy of the tree, a change
+    # made there is a change of its inputs, and the checkout stays untouched.
+    tree = tmp_path / "tree"
+    shutil.copytree(
+        REPO,
+        tree,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "__pycache__", "*.egg-info", ".*_cache", ".tox"
+        ),
+    )
+    builder = tree / BOX_BUILDER.relative_to(REPO)
+    before = _box_input_hash(builder)
+    assert len(before) == 16
+    assert _box_input_hash(builder) == before
+    assert _box_input_hash(BOX_BUILDER) == before  # the same inputs in another place
+    (tree / "README.md").write_text("not an input of the image\n")
+    assert _box_input_hash(builder) == before
+    (render_py,) = tree.glob("pytest_coreos/**/render.py")
+    render_py.write_text(render_py.read_text() + "# a change to the image's render code\n")
+    assert _box_input_hash(builder) != before
 
 
 def test_vms_are_named_after_the_session_and_the_cluster(tmp_path: Path) -> None:

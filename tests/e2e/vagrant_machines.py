@@ -7,6 +7,10 @@ from __future__ import annotations
 import json
 import uuid
 
+import pytest
+
+from pytest_coreos import BootTimeoutError, EtcdError
+
 
 def test_private_addresses_are_the_seeds(coreos_cluster):
     assert [machine.private_ipv4 for machine in coreos_cluster] == [
@@ -69,11 +73,19 @@ def test_a_suspended_member_comes_back(coreos_cluster):
     # A follower: a suspended leader would stall writes until the others elect another.
     leader = coreos_cluster.etcd.leader()
     machine, writer = [m for m in coreos_cluster if m.name != leader.name][:2]
+    probe = machine.etcd_client(machine.etcd_endpoints, timeout=3)
+    assert probe.version()["etcdserver"]
     machine.pause()
     try:
+        # Down means down: the member answers nothing while suspended.
+        with pytest.raises(EtcdError):
+            probe.version()
+        with pytest.raises(BootTimeoutError, match=machine.name):
+            coreos_cluster.wait_until_healthy(timeout=5)
         key = f"/e2e/{uuid.uuid4().hex}"
         writer.etcd.set(key, f"while {machine.name} slept")
     finally:
+        probe.close()
         machine.resume()
     coreos_cluster.wait_until_healthy()
     assert machine.etcd.get(key) == f"while {machine.name} slept"
@@ -86,6 +98,9 @@ def test_a_halted_member_is_brought_back(coreos_cluster):
     coreos_cluster.etcd.set(key, "before the halt")
     victim.stop()
     assert not victim.running
+    # Halted means down: the member answers nothing, not only the handle's flag.
+    with victim.etcd_client(victim.etcd_endpoints, timeout=3) as probe, pytest.raises(EtcdError):
+        probe.version()
     coreos_cluster.wait_until_healthy()
     coreos_cluster["core-01"].etcd.set(key, "during the halt")
     victim.start()
