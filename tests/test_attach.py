@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_coreos.etcd import EtcdClient
+from pytest_coreos.handles.etcd import EtcdClient
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "test_etcd_cluster.py"
 

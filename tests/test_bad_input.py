@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pytest_coreos.binaries import find_etcd
-from pytest_coreos.discovery import DiscoveryService
+from pytest_coreos.host.binaries import find_etcd
+from pytest_coreos.host.discovery import DiscoveryService
 
 USAGE = pytest.ExitCode.USAGE_ERROR
 TEST_ERROR = pytest.ExitCode.TESTS_FAILED  # found only when a test asks for a cluster

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_coreos import state
+from pytest_coreos.session import registry as state
 
 SLOW_TEST = """
 import json, os, time

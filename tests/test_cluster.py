@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from pytest_coreos import BootTimeoutError, Cluster, EtcdError
-from pytest_coreos import cluster as cluster_module
-from pytest_coreos.addresses import claim_block, lock_directory
-from pytest_coreos.providers.local import joins_statically
+from pytest_coreos.host.addresses import claim_block, lock_directory
+from pytest_coreos.providers.local.machines import joins_statically
+from pytest_coreos.session import readiness
 
 
 @pytest.mark.parametrize("instances", [1, 3, 5])
@@ -173,15 +173,15 @@ def test_an_interrupt_as_the_wait_starts_leaves_no_watcher_running(
 ) -> None:
     """Ctrl-C right after the watchers started: they stop with the wait, or the interpreter
     would wait for them at exit (a paused member keeps its watcher polling)."""
-    start = cluster_module._ReadyWatch.start
+    start = readiness.ReadyWatch.start
 
-    def start_then_interrupt(watch: cluster_module._ReadyWatch) -> None:
+    def start_then_interrupt(watch: readiness.ReadyWatch) -> None:
         start(watch)
         raise KeyboardInterrupt
 
     with coreos_cluster_factory(instances=3) as cluster:
         cluster["core-03"].pause()
-        monkeypatch.setattr(cluster_module._ReadyWatch, "start", start_then_interrupt)
+        monkeypatch.setattr(readiness.ReadyWatch, "start", start_then_interrupt)
         with pytest.raises(KeyboardInterrupt):
             cluster.wait_until_healthy(timeout=60)
         watchers = [t.name for t in threading.enumerate() if t.name.startswith("coreos-ready")]

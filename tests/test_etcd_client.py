@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from pytest_coreos.binaries import EtcdBinary, find_etcd
 from pytest_coreos.errors import BinaryNotFoundError, EtcdError, EtcdKeyNotFoundError
-from pytest_coreos.etcd import EtcdClient, Member
+from pytest_coreos.handles.etcd import EtcdClient, Member
+from pytest_coreos.host.binaries import EtcdBinary, find_etcd
 
 SYSTEM_ETCD = Path("/usr/bin/etcd")
 START_TIMEOUT = 15.0

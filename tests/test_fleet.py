@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pytest_coreos import FleetError
-from pytest_coreos.fleet import (
+from pytest_coreos.handles.fleet import (
     Fleet,
     FleetMachine,
     FleetUnit,

@@ -1,4 +1,4 @@
-"""Unit tests of pytest_coreos.ignition: cloud-config to Ignition, the user's own config, and
+"""Unit tests of pytest_coreos.config.ignition: cloud-config to Ignition, the user's own config, and
 discovery injection; every config checked against Ignition's published JSON schema, and the
 etcd drop-ins read back by systemd itself where systemd-analyze is installed."""
 
@@ -19,9 +19,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from pytest_coreos import render
-from pytest_coreos.errors import ConfigError
-from pytest_coreos.ignition import (
+from pytest_coreos.config import cloud_config, etcd_env
+from pytest_coreos.config.ignition import (
     COREOS_ENVIRONMENT,
     DISCOVERY_DROPIN,
     ETCD_DROPIN,
@@ -40,6 +39,7 @@ from pytest_coreos.ignition import (
     render_ignition,
     to_json,
 )
+from pytest_coreos.errors import ConfigError
 
 # CI keeps the shared folder beside the checkout, as here.
 SCHEMA_DIR = Path(__file__).parents[2] / "shared" / "ignition-schema"
@@ -53,7 +53,7 @@ ETCD2_USER_DATA = (Path(__file__).parent / "data" / "etcd2-user-data").read_text
 
 
 def etcd2_user_data() -> dict[str, Any]:
-    return render.parse_user_data(ETCD2_USER_DATA, "etcd2 sample")
+    return cloud_config.parse_user_data(ETCD2_USER_DATA, "etcd2 sample")
 
 
 # --- the schema ----------------------------------------------------------------------------
@@ -103,7 +103,9 @@ def test_schema_validator_rejects_a_broken_config(
     validators: dict[str, jsonschema.Draft4Validator], change: Any, complaint: str
 ) -> None:
     """The validator runs: a config broken on purpose fails it, with the reason."""
-    config = render_ignition(render.default_user_data(), ssh_public_key=SSH_KEY, hostname="core-01")
+    config = render_ignition(
+        cloud_config.default_user_data(), ssh_public_key=SSH_KEY, hostname="core-01"
+    )
     assert_valid(validators, config)
     change(config)
     with pytest.raises(jsonschema.ValidationError, match=re.escape(complaint)):
@@ -129,7 +131,7 @@ def test_default_user_data_renders_a_valid_config(
     validators: dict[str, jsonschema.Draft4Validator], version: str
 ) -> None:
     config = render_ignition(
-        render.default_user_data(),
+        cloud_config.default_user_data(),
         ssh_public_key=SSH_KEY,
         hostname="core-01",
         private_ipv4=PRIVATE,
@@ -144,7 +146,7 @@ def test_default_user_data_renders_a_valid_config(
 
 
 def test_default_version_is_3_4() -> None:
-    config = render_ignition(render.default_user_data(), ssh_public_key=SSH_KEY)
+    config = render_ignition(cloud_config.default_user_data(), ssh_public_key=SSH_KEY)
     assert config["ignition"]["version"] == IGNITION_VERSION == "3.4.0"
 
 
@@ -152,18 +154,18 @@ def test_unsupported_version_is_refused() -> None:
     with pytest.raises(
         ValueError, match=r"'3\.2\.0' is not supported; supported: 3\.3\.0, 3\.4\.0"
     ):
-        render_ignition(render.default_user_data(), ssh_public_key=SSH_KEY, version="3.2.0")
+        render_ignition(cloud_config.default_user_data(), ssh_public_key=SSH_KEY, version="3.2.0")
 
 
 @pytest.mark.parametrize(
-    "user_data", [render.default_user_data(), etcd2_user_data()], ids=["etcd-0.4", "etcd2"]
+    "user_data", [cloud_config.default_user_data(), etcd2_user_data()], ids=["etcd-0.4", "etcd2"]
 )
 def test_etcd_environment_lines_are_render_etcd_environment(user_data: dict[str, Any]) -> None:
     """With real addresses the drop-in is Environment= lines, exactly etcd_environment's."""
     config = render_ignition(
         user_data, ssh_public_key=SSH_KEY, private_ipv4=PRIVATE, public_ipv4=PUBLIC
     )
-    env = render.etcd_environment(user_data, private_ipv4=PRIVATE, public_ipv4=PUBLIC).env
+    env = etcd_env.etcd_environment(user_data, private_ipv4=PRIVATE, public_ipv4=PUBLIC).env
     assert etcd_dropin(config) == "[Service]\n" + "".join(
         f'Environment="{name}={value}"\n' for name, value in env.items()
     )
@@ -171,7 +173,10 @@ def test_etcd_environment_lines_are_render_etcd_environment(user_data: dict[str,
 
 def test_etcd_04_addresses_become_etcd2_urls() -> None:
     config = render_ignition(
-        render.default_user_data(), ssh_public_key=SSH_KEY, private_ipv4=PRIVATE, public_ipv4=PUBLIC
+        cloud_config.default_user_data(),
+        ssh_public_key=SSH_KEY,
+        private_ipv4=PRIVATE,
+        public_ipv4=PUBLIC,
     )
     assert etcd_dropin(config).splitlines() == [
         "[Service]",
@@ -184,14 +189,14 @@ def test_etcd_04_addresses_become_etcd2_urls() -> None:
 
 
 def test_values_are_quoted_for_systemd() -> None:
-    data = render.default_user_data()
+    data = cloud_config.default_user_data()
     data["coreos"]["etcd"]["data-dir"] = '/var/lib/e t"c\\d %n $HOME'
     config = render_ignition(data, ssh_public_key=SSH_KEY, private_ipv4=PRIVATE, public_ipv4=PUBLIC)
     assert 'Environment="ETCD_DATA_DIR=/var/lib/e t\\"c\\\\d %%n $HOME"' in etcd_dropin(config)
 
 
 def test_a_control_character_cannot_be_rendered() -> None:
-    data = render.default_user_data()
+    data = cloud_config.default_user_data()
     data["coreos"]["etcd"]["name"] = "core\n01"
     with pytest.raises(ValueError, match=r"ETCD_NAME: control characters .*'\\n'"):
         render_ignition(data, ssh_public_key=SSH_KEY, private_ipv4=PRIVATE, public_ipv4=PUBLIC)
@@ -218,7 +223,7 @@ def test_addresses_left_as_placeholders_are_read_at_start() -> None:
     user_data = etcd2_user_data()
     config = render_ignition(user_data, ssh_public_key=SSH_KEY)
     dropin = etcd_dropin(config)
-    env = render.etcd_environment(user_data, private_ipv4=PRIVATE, public_ipv4=PUBLIC).env
+    env = etcd_env.etcd_environment(user_data, private_ipv4=PRIVATE, public_ipv4=PUBLIC).env
     plain = {
         name: value for name, value in env.items() if PRIVATE not in value and PUBLIC not in value
     }
@@ -250,7 +255,7 @@ def test_only_the_address_not_given_is_read_at_start() -> None:
 
 def test_flatcar_metadata_addresses_wait_for_coreos_metadata() -> None:
     config = render_ignition(
-        render.default_user_data(), ssh_public_key=SSH_KEY, addresses=FLATCAR_CUSTOM_METADATA
+        cloud_config.default_user_data(), ssh_public_key=SSH_KEY, addresses=FLATCAR_CUSTOM_METADATA
     )
     dropin = etcd_dropin(config)
     assert dropin.startswith(
@@ -326,12 +331,12 @@ def test_systemd_reads_the_environment_as_etcd_environment_gives_it(tmp_path: Pa
     data["coreos"]["etcd2"]["name"] = "core-01 %H"
     config = render_ignition(data, ssh_public_key=SSH_KEY, private_ipv4=PRIVATE, public_ipv4=PUBLIC)
     environment, _ = systemd_reads(tmp_path, etcd_unit(config))
-    env = render.etcd_environment(data, private_ipv4=PRIVATE, public_ipv4=PUBLIC).env
+    env = etcd_env.etcd_environment(data, private_ipv4=PRIVATE, public_ipv4=PUBLIC).env
     assert environment == [f"{name}={value}" for name, value in env.items()]
 
 
 def test_systemd_reads_the_start_time_settings(tmp_path: Path) -> None:
-    config = render_ignition(render.default_user_data(), ssh_public_key=SSH_KEY)
+    config = render_ignition(cloud_config.default_user_data(), ssh_public_key=SSH_KEY)
     environment, commands = systemd_reads(tmp_path, etcd_unit(config))
     assert environment == [
         "ETCD_DISCOVERY=https://discovery.etcd.io/<token>",
@@ -373,7 +378,7 @@ def test_core_gets_the_ssh_key_and_the_cloud_configs() -> None:
 
 
 def test_a_key_given_twice_is_listed_once() -> None:
-    data = render.default_user_data()
+    data = cloud_config.default_user_data()
     data["ssh_authorized_keys"] = [SSH_KEY]
     config = render_ignition(data, ssh_public_key=SSH_KEY)
     assert config["passwd"]["users"][0]["sshAuthorizedKeys"] == [SSH_KEY]
@@ -382,13 +387,15 @@ def test_a_key_given_twice_is_listed_once() -> None:
 @pytest.mark.parametrize("key", ["", "ssh-ed25519 AAAA\nssh-rsa BBBB"])
 def test_an_ssh_key_must_be_one_line(key: str) -> None:
     with pytest.raises(ValueError, match="ssh_public_key must be one non-empty line"):
-        render_ignition(render.default_user_data(), ssh_public_key=key)
+        render_ignition(cloud_config.default_user_data(), ssh_public_key=key)
 
 
 def test_hostname_is_a_data_url_that_decodes_back(
     validators: dict[str, jsonschema.Draft4Validator],
 ) -> None:
-    config = render_ignition(render.default_user_data(), ssh_public_key=SSH_KEY, hostname="core-01")
+    config = render_ignition(
+        cloud_config.default_user_data(), ssh_public_key=SSH_KEY, hostname="core-01"
+    )
     assert_valid(validators, config)
     (hostname,) = config["storage"]["files"]
     assert hostname == {
@@ -401,7 +408,7 @@ def test_hostname_is_a_data_url_that_decodes_back(
 
 
 def test_without_a_hostname_there_are_no_files() -> None:
-    config = render_ignition(render.default_user_data(), ssh_public_key=SSH_KEY)
+    config = render_ignition(cloud_config.default_user_data(), ssh_public_key=SSH_KEY)
     assert "storage" not in config
 
 
@@ -415,7 +422,7 @@ def test_the_hostname_parameter_wins_over_the_cloud_configs() -> None:
 @pytest.mark.parametrize("hostname", ["core_01", "-core", "a" * 64, "core 01", ""])
 def test_a_bad_hostname_is_refused(hostname: str) -> None:
     with pytest.raises(ValueError, match="is not a host name"):
-        render_ignition(render.default_user_data(), ssh_public_key=SSH_KEY, hostname=hostname)
+        render_ignition(cloud_config.default_user_data(), ssh_public_key=SSH_KEY, hostname=hostname)
 
 
 def test_data_url_percent_encodes_all_but_unreserved_characters() -> None:
@@ -427,7 +434,7 @@ def test_data_url_percent_encodes_all_but_unreserved_characters() -> None:
 
 
 def write_files_config(*entries: dict[str, Any]) -> dict[str, Any]:
-    data = render.default_user_data()
+    data = cloud_config.default_user_data()
     data["write_files"] = list(entries)
     return render_ignition(data, ssh_public_key=SSH_KEY)
 
@@ -486,7 +493,7 @@ def test_write_files_encodings_owner_and_permissions(
     ],
 )
 def test_write_files_that_cannot_be_rendered(entry: dict[str, Any], complaint: str) -> None:
-    data = render.default_user_data()
+    data = cloud_config.default_user_data()
     data["write_files"] = [entry]
     with pytest.raises(ValueError, match=re.escape(complaint)):
         render_ignition(data, ssh_public_key=SSH_KEY, hostname="core-01")
@@ -496,7 +503,7 @@ def test_write_files_that_cannot_be_rendered(entry: dict[str, Any], complaint: s
 
 
 def with_units(*units: dict[str, Any], section: str = "etcd") -> dict[str, Any]:
-    data = render.default_user_data()
+    data = cloud_config.default_user_data()
     if section == "etcd2":
         data = etcd2_user_data()
     data["coreos"]["units"] = list(units)
@@ -620,7 +627,7 @@ def test_users_etcd_member_drop_ins_are_merged() -> None:
     ],
 )
 def test_units_that_cannot_be_rendered(units: Any, complaint: str) -> None:
-    data = render.default_user_data()
+    data = cloud_config.default_user_data()
     data["coreos"]["units"] = units
     with pytest.raises(ValueError, match=re.escape(complaint)):
         render_ignition(data, ssh_public_key=SSH_KEY)
@@ -635,7 +642,7 @@ def test_not_rendered_names_what_ignition_leaves_out() -> None:
         "coreos.update",
         "runtime of coreos.units (tmp.service): Ignition writes units to /etc, not /run",
     ]
-    assert not_rendered(render.default_user_data()) == ["coreos.fleet"]
+    assert not_rendered(cloud_config.default_user_data()) == ["coreos.fleet"]
 
 
 def test_rendering_leaves_the_user_data_unchanged() -> None:
@@ -646,7 +653,9 @@ def test_rendering_leaves_the_user_data_unchanged() -> None:
 
 
 def test_to_json_keeps_the_order_indents_by_two_and_reads_back() -> None:
-    config = render_ignition(render.default_user_data(), ssh_public_key=SSH_KEY, hostname="core-01")
+    config = render_ignition(
+        cloud_config.default_user_data(), ssh_public_key=SSH_KEY, hostname="core-01"
+    )
     text = to_json(config)
     assert text.startswith('{\n  "ignition": {\n    "version": "3.4.0"\n  },\n  "passwd": {')
     assert text.endswith("}\n")
@@ -934,14 +943,14 @@ def test_inject_into_a_rendered_config(validators: dict[str, jsonschema.Draft4Va
     injected = inject_discovery_ignition(rendered, DISCOVERY_URL)
     assert_valid(validators, injected)
     expected = render_ignition(
-        render.inject_discovery(etcd2_user_data(), DISCOVERY_URL), ssh_public_key=SSH_KEY
+        cloud_config.inject_discovery(etcd2_user_data(), DISCOVERY_URL), ssh_public_key=SSH_KEY
     )
     assert injected == expected
 
 
 def test_systemd_reads_an_injected_url_as_given(tmp_path: Path) -> None:
     url = 'http://127.0.0.1:8087/a%20b$c\\d"e'
-    config = render_ignition(render.default_user_data(), ssh_public_key=SSH_KEY)
+    config = render_ignition(cloud_config.default_user_data(), ssh_public_key=SSH_KEY)
     injected = inject_discovery_ignition(config, url)
     environment, _ = systemd_reads(tmp_path / "env", etcd_unit(injected))
     assert f"ETCD_DISCOVERY={url}" in environment

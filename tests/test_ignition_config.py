@@ -14,13 +14,14 @@ import jsonschema
 import pytest
 
 from pytest_coreos import IgnitionError as exported
-from pytest_coreos import render
-from pytest_coreos.cluster import ClusterFactory
+from pytest_coreos.config import cloud_config
+from pytest_coreos.config.ignition import ETCD_MEMBER_UNIT, SUPPORTED_VERSIONS, render_ignition
+from pytest_coreos.config.ignition import IgnitionError as from_ignition
 from pytest_coreos.errors import ConfigError, IgnitionError
-from pytest_coreos.ignition import ETCD_MEMBER_UNIT, SUPPORTED_VERSIONS, render_ignition
-from pytest_coreos.ignition import IgnitionError as from_ignition
+from pytest_coreos.image.agent import coreos_agent as agent
 from pytest_coreos.options import ClusterSpec, resolve_spec
-from pytest_coreos.vagrant.agent import coreos_agent as agent
+from pytest_coreos.session import boot
+from pytest_coreos.session.factory import ClusterFactory
 
 DATA = Path(__file__).parent / "data" / "ignition"
 SCHEMA_DIR = Path(__file__).parents[2] / "shared" / "ignition-schema"
@@ -128,8 +129,8 @@ def test_the_users_ignition_gets_the_discovery_url_and_nothing_else(
     )
     cluster.workdir.mkdir(parents=True)
     cluster.discovery_url = "http://127.0.0.1:8087/" + "a" * 32
-    cluster._write_config()
-    written = cluster._write_ignition("core-02", "10.0.0.2", "10.0.0.2")
+    boot.write_config(factory, cluster)
+    written = boot.write_ignition(factory, cluster, "core-02", "10.0.0.2", "10.0.0.2")
     assert written == cluster.workdir / "ignition" / "core-02.ign"
     config = json.loads(written.read_text())
     original = json.loads((DATA / "flatcar-etcd-member.ign").read_text())
@@ -153,12 +154,12 @@ def test_an_ignition_config_with_no_etcd_unit_is_refused_naming_the_file(
     cluster.workdir.mkdir(parents=True)
     cluster.discovery_url = "http://127.0.0.1:8087/" + "a" * 32
     with pytest.raises(IgnitionError, match=r"--coreos-ignition .*no-etcd.ign: no unit runs etcd"):
-        cluster._write_config()
+        boot.write_config(factory, cluster)
     cluster.close()
 
 
 def test_real_addresses_are_put_into_units_as_coreos_cloudinit_did() -> None:
-    data = render.parse_user_data(
+    data = cloud_config.parse_user_data(
         "#cloud-config\ncoreos:\n  etcd2: {}\n  units:\n    - name: a.service\n"
         "      content: |\n        [Service]\n"
         "        ExecStart=/bin/echo $private_ipv4 \\$public_ipv4\n"

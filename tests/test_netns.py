@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from pytest_coreos import netns
-from pytest_coreos.netns import (
+from pytest_coreos.host import netns
+from pytest_coreos.host.netns import (
     NETNS_DIR,
     NetworkError,
     NetworkLab,
@@ -33,7 +33,7 @@ from pytest_coreos.netns import (
     lab_namespaces,
     netns_supported,
 )
-from pytest_coreos.process import process_start_time
+from pytest_coreos.host.process import process_start_time
 from pytest_coreos.waiting import NotReady, poll
 
 pytestmark = pytest.mark.skipif(

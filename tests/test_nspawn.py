@@ -15,7 +15,7 @@ import pytest
 
 from pytest_coreos import BootTimeoutError, EtcdError
 from pytest_coreos.errors import ConfigError
-from pytest_coreos.netns import lab_namespaces
+from pytest_coreos.host.netns import lab_namespaces
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "test_etcd_cluster.py"
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 import pytest_coreos
-from pytest_coreos.binaries import find_etcd
-from pytest_coreos.discovery import DiscoveryService
+from pytest_coreos.host.binaries import find_etcd
+from pytest_coreos.host.discovery import DiscoveryService
 from pytest_coreos.options import OPTIONS, ClusterSpec
 from pytest_coreos.plugin import SPEC_KEY
 

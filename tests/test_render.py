@@ -1,4 +1,5 @@
-"""Unit tests of pytest_coreos.render: cloud-config in and out, config.rb, etcd's environment."""
+"""Unit tests of pytest_coreos.config's cloud_config, config_rb and etcd_env: cloud-config
+in and out, config.rb, etcd's environment."""
 
 from __future__ import annotations
 
@@ -7,9 +8,15 @@ from typing import Any
 
 import pytest
 
-from pytest_coreos.errors import UserDataError
-from pytest_coreos.render import (
-    CHANNELS,
+from pytest_coreos.config.cloud_config import (
+    default_user_data,
+    inject_discovery,
+    load_user_data,
+    parse_user_data,
+    render_user_data,
+)
+from pytest_coreos.config.config_rb import CHANNELS, render_config_rb
+from pytest_coreos.config.etcd_env import (
     ETCD04_IMPLIED_ETCD2,
     ETCD04_KEYS,
     ETCD04_TO_ETCD2,
@@ -17,16 +24,11 @@ from pytest_coreos.render import (
     PRIVATE_IPV4,
     PUBLIC_IPV4,
     EtcdEnvironment,
-    default_user_data,
     etcd_environment,
     etcd_section,
-    inject_discovery,
-    load_user_data,
-    parse_user_data,
-    render_config_rb,
-    render_user_data,
     substitute,
 )
+from pytest_coreos.errors import UserDataError
 
 DISCOVERY_URL = "http://127.0.0.1:8087/0123456789abcdef0123456789abcdef"
 PRIVATE = "10.0.0.5"

@@ -24,10 +24,10 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from pytest_coreos.binaries import find_sshd
 from pytest_coreos.errors import CoreOSError, SSHCommandError, SSHError
-from pytest_coreos.ssh import CommandResult, SSHClient
-from pytest_coreos.sshd import (
+from pytest_coreos.handles.ssh import CommandResult, SSHClient
+from pytest_coreos.host.binaries import find_sshd
+from pytest_coreos.host.sshd import (
     SshdSettings,
     ensure_privilege_separation_dir,
     generate_ed25519_key,

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from pytest_coreos import Cluster, UnitError, UnitsError, UnitStatus
-from pytest_coreos.systemd import journal_text, parse_unit_status, unit_name
+from pytest_coreos.handles.systemd import journal_text, parse_unit_status, unit_name
 
 # Only root can run containers; as root a missing systemd-nspawn is a failure to see.
 needs_root = pytest.mark.skipif(

@@ -17,7 +17,8 @@ import pytest
 
 from pytest_coreos.errors import ConfigError
 from pytest_coreos.options import ClusterSpec, resolve_spec
-from pytest_coreos.providers import vagrant as provider
+from pytest_coreos.providers.vagrant import VagrantProvider, files
+from pytest_coreos.providers.vagrant import settings as vagrant_settings
 
 DOC = (Path(__file__).parent.parent / "docs" / "vagrant.md").read_text()
 MACHINES = [
@@ -60,7 +61,7 @@ def vagrant_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, st
         pytest.fail("vagrant is not installed; run scripts/bootstrap")
     monkeypatch.setenv("VAGRANT_HOME", str(tmp_path / "vagrant.d"))
     monkeypatch.setenv("VAGRANT_CHECKPOINT_DISABLE", "1")
-    return provider.vagrant_environment("libvirt")
+    return vagrant_settings.vagrant_environment("libvirt")
 
 
 def offline(argv: list[str]) -> list[str]:
@@ -86,7 +87,7 @@ def validate(directory: Path, env: dict[str, str], *extra: str) -> subprocess.Co
 def prepare(
     directory: Path, spec: ClusterSpec, user_data_text: str | None = "#cloud-config\n"
 ) -> None:
-    provider.prepare_directory(
+    files.prepare_directory(
         directory,
         spec=spec,
         user_data_text=user_data_text,
@@ -116,7 +117,7 @@ def prepare(
     ],
 )
 def test_values_are_numbers_booleans_or_quoted_strings(text: str, ruby: str) -> None:
-    assert provider.option_value(text) == ruby
+    assert vagrant_settings.option_value(text) == ruby
 
 
 def test_the_real_ruby_reads_back_every_value_as_given(tmp_path: Path) -> None:
@@ -135,7 +136,7 @@ def test_the_real_ruby_reads_back_every_value_as_given(tmp_path: Path) -> None:
         "é",
     ]
     options = tuple(f"key_{index}={value}" for index, value in enumerate(values))
-    block = provider.provider_options_block("aws", options)
+    block = vagrant_settings.provider_options_block("aws", options)
     recorder = (
         "require 'json'\n"
         "class Recorder\n"
@@ -170,7 +171,7 @@ def test_keys_must_be_setting_names() -> None:
     with pytest.raises(ConfigError, match=r"the value of uri has a control character"):
         spec.replace(vagrant_options=("uri=a\nb",))
     with pytest.raises(ConfigError, match=r"--coreos-vagrant-provider: 'a b' is not a Vagrant"):
-        provider.provider_options_block("a b", ("memory=1",))
+        vagrant_settings.provider_options_block("a b", ("memory=1",))
 
 
 def test_the_ini_twin_is_a_line_list(tmp_path: Path) -> None:
@@ -193,8 +194,8 @@ def test_the_documented_remote_libvirt_setup_validates_for_real_offline(
 ) -> None:
     spec = documented_spec(REMOTE, tmp_path, {"libvirt-host.example": "remote-libvirt.invalid"})
     assert spec.vagrant_provider == "libvirt"
-    assert provider.libvirt_uri(spec) == "qemu+ssh://core@remote-libvirt.invalid/system"
-    assert provider.remote_libvirt(spec)
+    assert vagrant_settings.libvirt_uri(spec) == "qemu+ssh://core@remote-libvirt.invalid/system"
+    assert vagrant_settings.remote_libvirt(spec)
     directory = tmp_path / "vagrant"
     prepare(directory, spec)
     vagrantfile = (directory / "Vagrantfile").read_text()
@@ -223,11 +224,11 @@ def test_a_remote_libvirt_refuses_local_discovery_and_ignition() -> None:
         vagrant_options=("uri=qemu+ssh://core@remote-libvirt.invalid/system",),
     )
     with pytest.raises(ConfigError, match="--coreos-discovery: local discovery listens"):
-        provider.discovery_address(spec.replace(discovery="local"))
+        VagrantProvider().discovery_address(spec.replace(discovery="local"))
     with pytest.raises(ConfigError, match="--coreos-config: Ignition goes to a VM as a file"):
-        provider.check_ignition_support(spec.replace(config="ignition", discovery="public"))
+        vagrant_settings.check_ignition_support(spec.replace(config="ignition", discovery="public"))
     with pytest.raises(ConfigError, match="libvirt Vagrant provider only, not virtualbox"):
-        provider.check_ignition_support(
+        vagrant_settings.check_ignition_support(
             ClusterSpec(provider="vagrant", vagrant_provider="virtualbox", config="ignition")
         )
 
@@ -246,9 +247,9 @@ def test_the_documented_aws_setup_validates_but_its_provider_block_for_want_of_t
     spec = documented_spec(AWS, tmp_path, {})
     assert spec.vagrant_provider == "aws"
     assert spec.vagrant_dir == checkout
-    assert provider.private_network(spec) == "172.31.8"
+    assert vagrant_settings.private_network(spec) == "172.31.8"
     directory = tmp_path / "vagrant"
-    provider.prepare_directory(
+    files.prepare_directory(
         directory,
         spec=spec,
         user_data_text="#cloud-config\n",
@@ -279,7 +280,7 @@ def test_ignition_reaches_each_vm_as_a_qemu_firmware_config_entry(
         {**machine, "ignition": str(tmp_path / f"fw,cfg/{machine['name']}.ign")}
         for machine in MACHINES
     ]
-    provider.prepare_directory(
+    files.prepare_directory(
         directory,
         spec=ClusterSpec(provider="vagrant", instances=2, box="coreos-stable", config="ignition"),
         user_data_text=None,

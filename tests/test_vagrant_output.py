@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_coreos.vagrant_output import (
+from pytest_coreos.providers.vagrant.output import (
     Event,
     Progress,
     error_messages,

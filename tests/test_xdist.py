@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_coreos import state
+from pytest_coreos.session import registry as state
 
 WORKER_TESTS = """
 import json, os, pytest

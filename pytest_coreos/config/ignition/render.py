@@ -4,10 +4,9 @@
 SSH keys, ``/etc/hostname``, the user's units, and etcd as Flatcar runs it, with a drop-in
 for ``etcd-member.service`` (as Flatcar's Container Linux Config Transpiler wrote
 ``20-clct-etcd-member.conf``) carrying the ``ETCD_*`` environment that
-:func:`pytest_coreos.render.etcd_environment` derives from the etcd section.
-:func:`load_ignition` reads a user's own config and :func:`inject_discovery_ignition` sets
-its discovery URL. Nothing here touches the network or the disk, except
-:func:`load_ignition` reading its file.
+:func:`pytest_coreos.etcd_environment` derives from the etcd section.
+Reading a user's own config and injecting its discovery URL is :mod:`.load`'s, the
+unit-file parser :mod:`.unitfile`'s. Nothing here touches the network or the disk.
 
 The machine's addresses. Ignition has no per-machine templating: cloud-config's
 ``$private_ipv4`` was replaced on the machine by coreos-cloudinit, Ignition writes what it
@@ -33,18 +32,28 @@ from __future__ import annotations
 
 import base64
 import binascii
-import copy
 import gzip
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from pytest_coreos import render
-from pytest_coreos.errors import IgnitionError as IgnitionError  # also importable from here
+from pytest_coreos.config.etcd_env import (
+    PRIVATE_IPV4,
+    PUBLIC_IPV4,
+    etcd_environment,
+    etcd_section,
+    substitute,
+)
+from pytest_coreos.config.units import (
+    check_unit_name,
+    environment_word,
+    escape_specifiers,
+    quote_value,
+)
 from pytest_coreos.errors import UserDataError
 
 IGNITION_VERSION = "3.4.0"
@@ -64,27 +73,11 @@ CORE_USER = "core"
 
 # Unit types Ignition accepts (it rejects any other extension), and cloud-config's
 # commands that left a unit running after boot, which Ignition's `enabled` stands for.
-_UNIT_TYPES = frozenset(
-    {
-        "service",
-        "socket",
-        "device",
-        "mount",
-        "automount",
-        "swap",
-        "target",
-        "path",
-        "timer",
-        "slice",
-        "scope",
-    }
-)
 _START_COMMANDS = frozenset({"start", "restart", "reload-or-restart"})
 _OTHER_COMMANDS = frozenset({"stop", "reload", "try-restart", "reload-or-try-restart"})
 _INSTALL_SECTION = re.compile(r"^[ \t]*\[Install\][ \t]*$", re.MULTILINE)
 _WANTED_BY_BOOT = "[Install]\nWantedBy=multi-user.target\n"
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_UNIT_NAME = re.compile(r"[A-Za-z0-9:_.\\@-]+")
 _HOSTNAME_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _WRITE_FILES_ENCODINGS = {
     "": (False, False),  # (base64, gzip)
@@ -101,15 +94,6 @@ _WRITE_FILES_ENCODINGS = {
 # the drop-in: characters no etcd value has (checked), so no text is taken for one.
 _PRIVATE_MARK = "\ue000"
 _PUBLIC_MARK = "\ue001"
-
-
-def _check_unit_name(name: str, where: str) -> None:
-    unit_type = name.rpartition(".")[2]
-    if not _UNIT_NAME.fullmatch(name) or "." not in name or unit_type not in _UNIT_TYPES:
-        raise ValueError(
-            f"{where}: {name!r} is not a systemd unit name (a name and a type: "
-            f"{', '.join(sorted(_UNIT_TYPES))})"
-        )
 
 
 @dataclass(frozen=True)
@@ -138,7 +122,7 @@ class AddressVariables:
                 f"backslashes, not {self.environment_file!r}"
             )
         if self.after_unit is not None:
-            _check_unit_name(self.after_unit, "after_unit")
+            check_unit_name(self.after_unit, "after_unit")
 
 
 # CoreOS wrote these into /etc/environment; so does the plugin's vagrant provisioner.
@@ -161,8 +145,8 @@ def render_ignition(
     *,
     ssh_public_key: str,
     hostname: str | None = None,
-    private_ipv4: str = render.PRIVATE_IPV4,
-    public_ipv4: str = render.PUBLIC_IPV4,
+    private_ipv4: str = PRIVATE_IPV4,
+    public_ipv4: str = PUBLIC_IPV4,
     version: str = IGNITION_VERSION,
     addresses: AddressVariables = COREOS_ENVIRONMENT,
 ) -> dict[str, Any]:
@@ -186,10 +170,10 @@ def render_ignition(
             f"Ignition version {version!r} is not supported; supported: "
             f"{', '.join(SUPPORTED_VERSIONS)}"
         )
-    section_name, section = render.etcd_section(user_data)
+    section_name, section = etcd_section(user_data)
     coreos = user_data["coreos"]
     units = _cloud_config_units(coreos.get("units"))
-    if private_ipv4 != render.PRIVATE_IPV4 and public_ipv4 != render.PUBLIC_IPV4:
+    if private_ipv4 != PRIVATE_IPV4 and public_ipv4 != PUBLIC_IPV4:
         # What coreos-cloudinit did on the machine: the units' $private_ipv4/$public_ipv4.
         units = [_substitute_unit(unit, private_ipv4, public_ipv4) for unit in units]
     target = _etcd_target(section_name, units)
@@ -293,9 +277,9 @@ def _etcd_env(
         for text in value if isinstance(value, list) else [value]:
             if isinstance(text, str) and (_PRIVATE_MARK in text or _PUBLIC_MARK in text):
                 raise ValueError(f"etcd key {key}: U+E000/U+E001 cannot be rendered")
-    private = _PRIVATE_MARK if private_ipv4 == render.PRIVATE_IPV4 else private_ipv4
-    public = _PUBLIC_MARK if public_ipv4 == render.PUBLIC_IPV4 else public_ipv4
-    return render.etcd_environment(user_data, private_ipv4=private, public_ipv4=public).env
+    private = _PRIVATE_MARK if private_ipv4 == PRIVATE_IPV4 else private_ipv4
+    public = _PUBLIC_MARK if public_ipv4 == PUBLIC_IPV4 else public_ipv4
+    return etcd_environment(user_data, private_ipv4=private, public_ipv4=public).env
 
 
 def _etcd_dropin(env: Mapping[str, str], addresses: AddressVariables) -> str:
@@ -304,7 +288,7 @@ def _etcd_dropin(env: Mapping[str, str], addresses: AddressVariables) -> str:
     plain = {name: value for name, value in env.items() if not _has_mark(value)}
     at_start = {name: value for name, value in env.items() if _has_mark(value)}
     lines = ["[Service]"]
-    lines += [f"Environment={_environment_word(name, value)}" for name, value in plain.items()]
+    lines += [f"Environment={environment_word(name, value)}" for name, value in plain.items()]
     if not at_start:
         return "\n".join(lines) + "\n"
     used = [variables[mark] for mark in (_PRIVATE_MARK, _PUBLIC_MARK) if _uses(at_start, mark)]
@@ -317,7 +301,7 @@ def _etcd_dropin(env: Mapping[str, str], addresses: AddressVariables) -> str:
             "",
         ]
     lines += [
-        f"EnvironmentFile={_escape_specifiers(addresses.environment_file)}",
+        f"EnvironmentFile={escape_specifiers(addresses.environment_file)}",
         f"# The machine's address ({', '.join(used)}) is read from {addresses.environment_file}",
         "# when etcd starts. systemd expands variables on command lines, never in Environment=;",
         "# where one is empty, etcd fails to start rather than advertise no address, and is",
@@ -342,37 +326,12 @@ def _uses(env: Mapping[str, str], mark: str) -> bool:
     return any(mark in value for value in env.values())
 
 
-def _environment_word(name: str, value: str) -> str:
-    """``"NAME=value"`` quoted for systemd's Environment=, where only % is special."""
-    return '"' + _quote_for_systemd(f"{name}={value}", name) + '"'
-
-
 def _exec_env_word(name: str, value: str, variables: Mapping[str, str]) -> str:
     """``"NAME=value"`` as one command-line word, the marks becoming ``${VARIABLE}``."""
-    text = _quote_for_systemd(f"{name}={value}", name).replace("$", "$$")
+    text = quote_value(f"{name}={value}", name).replace("$", "$$")
     for mark, variable in variables.items():
         text = text.replace(mark, "${" + variable + "}")
     return '"' + text + '"'
-
-
-def _quote_for_systemd(text: str, what: str) -> str:
-    """The inside of a double-quoted systemd word that unquotes to ``text``.
-
-    Backslash and double quote are escaped, % doubled (specifiers are expanded even in
-    Environment=); control characters other than tab cannot be in a unit's value at all.
-    """
-    if bad := sorted(
-        {char for char in text if (ord(char) < 32 and char != "\t") or char == "\x7f"}
-    ):
-        raise ValueError(
-            f"{what}: control characters cannot be in a systemd value: "
-            f"{', '.join(repr(char) for char in bad)}"
-        )
-    return _escape_specifiers(text.replace("\\", "\\\\").replace('"', '\\"'))
-
-
-def _escape_specifiers(text: str) -> str:
-    return text.replace("%", "%%")
 
 
 def _etcd_unit(target: str, dropin: str, merged: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -423,7 +382,7 @@ def _cloud_config_units(raw: Any) -> list[dict[str, Any]]:
         name = entry.get("name")
         if not isinstance(name, str):
             raise ValueError(f"{where} has no name")
-        _check_unit_name(name, where)
+        check_unit_name(name, where)
         where = f"coreos.units {name}"
         command = entry.get("command")
         if command is not None and command not in _START_COMMANDS | _OTHER_COMMANDS:
@@ -462,10 +421,10 @@ def _substitute_unit(
 ) -> dict[str, Any]:
     result = dict(unit)
     if result.get("contents") is not None:
-        result["contents"] = render.substitute(result["contents"], private_ipv4, public_ipv4)
+        result["contents"] = substitute(result["contents"], private_ipv4, public_ipv4)
     if result.get("dropins"):
         result["dropins"] = [
-            {**dropin, "contents": render.substitute(dropin["contents"], private_ipv4, public_ipv4)}
+            {**dropin, "contents": substitute(dropin["contents"], private_ipv4, public_ipv4)}
             for dropin in result["dropins"]
         ]
     return result
@@ -609,391 +568,3 @@ def _mode(permissions: Any, where: str) -> int:
     if isinstance(permissions, bool) or not re.fullmatch(r"(?:0o?)?[0-7]{1,4}", text):
         raise ValueError(f"{where}: permissions {permissions!r} are not octal, as 0644")
     return int(text.removeprefix("0o"), 8)
-
-
-# --- the user's own config -----------------------------------------------------------------
-
-
-def load_ignition(path: Path) -> dict[str, Any]:
-    """Read the user's Ignition config and check that discovery can be injected into it.
-
-    It must be JSON of a supported spec version (:data:`SUPPORTED_VERSIONS`) whose units
-    are well formed, with one unit that runs etcd (see :func:`etcd_unit_name`).
-    """
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise IgnitionError(path, "the file does not exist") from None
-    except IsADirectoryError:
-        raise IgnitionError(path, "is a directory, not an Ignition config") from None
-    except OSError as exc:
-        raise IgnitionError(path, f"the file cannot be read: {exc.strerror or exc}") from exc
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise IgnitionError(path, f"the file is not UTF-8 text ({exc.reason})") from exc
-    try:
-        config = json.loads(text, object_pairs_hook=_no_duplicate_keys)
-    except json.JSONDecodeError as exc:
-        raise IgnitionError(
-            path,
-            f"not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
-            _not_json_hint(text),
-        ) from exc
-    except _DuplicateKeyError as exc:
-        raise IgnitionError(path, f"not a valid Ignition config: {exc}") from exc
-    if not isinstance(config, dict):
-        raise IgnitionError(
-            path, f"the document is a JSON {_json_kind(config)}, not an Ignition config object"
-        )
-    ignition = config.get("ignition")
-    version = ignition.get("version") if isinstance(ignition, dict) else None
-    if not isinstance(version, str):
-        raise IgnitionError(
-            path,
-            "has no ignition.version",
-            f'an Ignition config starts {{"ignition": {{"version": "{IGNITION_VERSION}"}}, ...',
-        )
-    if version not in SUPPORTED_VERSIONS:
-        raise IgnitionError(
-            path,
-            f"ignition.version is {version!r}, a spec pytest-coreos does not support",
-            f"supported: {', '.join(SUPPORTED_VERSIONS)}{_version_hint(version)}",
-        )
-    try:
-        _check_units(config)
-    except ValueError as exc:
-        raise IgnitionError(
-            path, f"not a valid Ignition config: {exc}", "see Ignition's spec of systemd units"
-        ) from exc
-    try:
-        etcd_unit_name(config)
-    except ValueError as exc:
-        raise IgnitionError(path, str(exc), _ETCD_UNIT_HINT) from exc
-    return config
-
-
-_ETCD_UNIT_HINT = (
-    f"give Flatcar's {ETCD_MEMBER_UNIT} (enabled, with a drop-in setting ETCD_* variables) "
-    f"or a unit of your own whose ExecStart= runs etcd; units of a merged config "
-    f"(ignition.config.merge) are not seen"
-)
-
-
-class _DuplicateKeyError(ValueError):
-    pass
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _DuplicateKeyError(f"key {key!r} appears twice in one object")
-        result[key] = value
-    return result
-
-
-def _not_json_hint(text: str) -> str:
-    first = text.lstrip().split("\n", 1)[0].rstrip()
-    if first == render.CLOUD_CONFIG_HEADER:
-        return "this is a cloud-config: give it with --coreos-user-data"
-    if first.startswith("variant:") or first.startswith("version:"):
-        return "this looks like a Butane config: translate it first (butane --strict)"
-    return "an Ignition config is JSON"
-
-
-def _version_hint(version: str) -> str:
-    if version.startswith("2."):
-        return (
-            "; a spec 2 config (as the Container Linux Config Transpiler made) has another "
-            "layout: translate it to spec 3 (ign-converter), or write Butane and translate it"
-        )
-    if version in ("3.0.0", "3.1.0", "3.2.0"):
-        return (
-            "; spec 3 versions only add fields, so a 3.0-3.2 config stays valid with its "
-            "ignition.version raised to 3.3.0"
-        )
-    return ""
-
-
-def _json_kind(value: object) -> str:
-    kinds = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
-    return "null" if value is None else kinds.get(type(value), type(value).__name__)
-
-
-def _check_units(config: Mapping[str, Any]) -> None:
-    """The parts of ``systemd`` that discovery injection reads, as Ignition's spec has them."""
-    systemd = config.get("systemd")
-    if systemd is None:
-        return
-    if not isinstance(systemd, dict):
-        raise ValueError("systemd is not an object")
-    units = systemd.get("units")
-    if units is None:
-        return
-    if not isinstance(units, list):
-        raise ValueError("systemd.units is not an array")
-    for index, unit in enumerate(units):
-        where = f"systemd.units[{index}]"
-        if not isinstance(unit, dict) or not isinstance(unit.get("name"), str):
-            raise ValueError(f"{where} is not an object with a name")
-        if not isinstance(unit.get("contents"), str | None):
-            raise ValueError(f"{where} ({unit['name']}): contents is not a string")
-        for flag in ("enabled", "mask"):
-            if not isinstance(unit.get(flag), bool | None):
-                raise ValueError(f"{where} ({unit['name']}): {flag} is not a boolean")
-        dropins = unit.get("dropins")
-        if dropins is None:
-            continue
-        if not isinstance(dropins, list):
-            raise ValueError(f"{where} ({unit['name']}): dropins is not an array")
-        for position, dropin in enumerate(dropins):
-            if (
-                not isinstance(dropin, dict)
-                or not isinstance(dropin.get("name"), str)
-                or not isinstance(dropin.get("contents"), str | None)
-            ):
-                raise ValueError(
-                    f"{where} ({unit['name']}): dropins[{position}] is not an object with a "
-                    f"name and string contents"
-                )
-
-
-def etcd_unit_name(config: Mapping[str, Any]) -> str:
-    """The unit of an Ignition config that runs etcd, where discovery goes.
-
-    Of the units not masked: the one that sets etcd's discovery, else Flatcar's
-    ``etcd-member.service`` or CoreOS's ``etcd.service``/``etcd2.service`` (in that order),
-    else the one whose ``ExecStart=`` runs etcd (``etcd``, ``etcd-wrapper``, an etcd image)
-    or that sets ``ETCD_*`` variables. Raises ValueError when there is none, or more than one
-    of the last kinds.
-    """
-    units = [
-        unit for unit in (config.get("systemd") or {}).get("units") or [] if not unit.get("mask")
-    ]
-    setting = [str(unit["name"]) for unit in units if _finds_discovery(unit)]
-    if len(setting) > 1:
-        raise ValueError(f"several units set etcd's discovery: {', '.join(setting)}")
-    if setting:
-        return setting[0]
-    names = [unit["name"] for unit in units]
-    for name in (ETCD_MEMBER_UNIT, *COREOS_ETCD_UNITS.values()):
-        if name in names:
-            return name
-    running = [str(unit["name"]) for unit in units if _runs_etcd(unit)]
-    if len(running) > 1:
-        raise ValueError(f"several units run etcd: {', '.join(running)}")
-    if not running:
-        raise ValueError("no unit runs etcd, so there is nowhere to inject the discovery URL")
-    return running[0]
-
-
-def inject_discovery_ignition(config: Mapping[str, Any], url: str) -> dict[str, Any]:
-    """A deep copy of the config whose etcd unit (:func:`etcd_unit_name`) uses ``url``.
-
-    Every place that unit (its contents and drop-ins) sets the discovery URL gets ``url``:
-    ``ETCD_DISCOVERY`` in ``Environment=``, and ``--discovery``/``ETCD_DISCOVERY=`` on
-    ``ExecStart=`` (as ``-e`` of ``docker run`` or through ``env``). Where it sets none, a
-    drop-in of its own (:data:`DISCOVERY_DROPIN`) does. Nothing else changes. A value from an
-    ``EnvironmentFile=`` on the machine cannot be seen here and would win over the drop-in.
-    """
-    _quote_for_systemd(url, "the discovery URL")
-    if not url or any(char.isspace() for char in url):
-        raise ValueError(f"the discovery URL must be one word, not {url!r}")
-    injected = copy.deepcopy(dict(config))
-    name = etcd_unit_name(injected)
-    unit = next(unit for unit in injected["systemd"]["units"] if unit["name"] == name)
-    found = False
-    if unit.get("contents") is not None:
-        unit["contents"], found = _set_discovery(unit["contents"], url)
-    for dropin in unit.get("dropins") or []:
-        if dropin.get("contents") is not None:
-            dropin["contents"], replaced = _set_discovery(dropin["contents"], url)
-            found = found or replaced
-    if not found:
-        unit.setdefault("dropins", []).append(
-            {
-                "name": DISCOVERY_DROPIN,
-                "contents": f"[Service]\nEnvironment={_environment_word('ETCD_DISCOVERY', url)}\n",
-            }
-        )
-    return injected
-
-
-# --- reading and changing unit files -------------------------------------------------------
-
-# One word as systemd splits a line: quoted parts, escapes and plain characters, adjoining.
-_WORD = re.compile(r"""(?:"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|\\.|[^\s"'\\])+""", re.DOTALL)
-_DISCOVERY_FLAGS = ("--discovery", "-discovery")
-# (unquoted word, the next unquoted word or None) -> None to keep the word, or the text that
-# replaces it and whether that text replaces the next word instead of this one.
-_Replacer = Callable[[str, str | None], tuple[str, bool] | None]
-_ETCD_PROGRAMS = frozenset({"etcd", "etcd2", "etcd-wrapper"})
-
-
-@dataclass(frozen=True)
-class _Directive:
-    """One logical line of a unit file: ``Key=value`` in a section, continuation included.
-
-    ``scan`` is ``text`` with each backslash-newline turned into two spaces, so that the
-    offsets of words found in it are offsets in ``text``.
-    """
-
-    section: str
-    key: str
-    text: str
-    scan: str
-    value_start: int
-
-
-def _directives(contents: str) -> Iterator[tuple[int, int, _Directive | None]]:
-    """(start, end, directive) for each logical line of ``contents``; None for the others."""
-    section = ""
-    position = 0
-    lines = contents.splitlines(keepends=True)
-    index = 0
-    while index < len(lines):
-        start = position
-        text = lines[index]
-        stripped = text.strip()
-        index += 1
-        is_directive = bool(stripped) and not stripped.startswith(("#", ";", "["))
-        while is_directive and text.rstrip("\r\n").endswith("\\") and index < len(lines):
-            text += lines[index]
-            index += 1
-        position = start + len(text)
-        if stripped.startswith("[") and stripped.endswith("]"):
-            section = stripped[1:-1]
-        if not is_directive or "=" not in text:
-            yield start, position, None
-            continue
-        key, _, _ = text.partition("=")
-        scan = re.sub(r"\\\r?\n", lambda match: " " * len(match.group()), text)
-        value_start = len(key) + 1
-        yield start, position, _Directive(section, key.strip(), text, scan, value_start)
-
-
-def _words(directive: _Directive) -> Iterator[tuple[int, int, str]]:
-    """(start, end, unquoted) for each word of the directive's value."""
-    for match in _WORD.finditer(directive.scan, directive.value_start):
-        yield match.start(), match.end(), _unquote(match.group())
-
-
-def _unquote(word: str) -> str:
-    """A word without its quotes and escapes, near enough to read names and flags."""
-    out = []
-    quote_char = ""
-    index = 0
-    while index < len(word):
-        char = word[index]
-        if char == "\\" and index + 1 < len(word):
-            out.append(word[index + 1])
-            index += 2
-            continue
-        if quote_char and char == quote_char:
-            quote_char = ""
-        elif not quote_char and char in "\"'":
-            quote_char = char
-        else:
-            out.append(char)
-        index += 1
-    return "".join(out)
-
-
-def _unit_texts(unit: Mapping[str, Any]) -> Iterator[str]:
-    if unit.get("contents"):
-        yield unit["contents"]
-    for dropin in unit.get("dropins") or []:
-        if dropin.get("contents"):
-            yield dropin["contents"]
-
-
-def _service_directives(unit: Mapping[str, Any], key: str) -> Iterator[_Directive]:
-    for text in _unit_texts(unit):
-        for _, _, directive in _directives(text):
-            if directive is not None and directive.section == "Service" and directive.key == key:
-                yield directive
-
-
-def _finds_discovery(unit: Mapping[str, Any]) -> bool:
-    return any(_set_discovery(text, "http://example.invalid/x")[1] for text in _unit_texts(unit))
-
-
-def _runs_etcd(unit: Mapping[str, Any]) -> bool:
-    """Whether the unit's ExecStart= runs etcd (its program, or a path or image of a
-    container runner's), or the unit sets ETCD_* variables."""
-    for directive in _service_directives(unit, "ExecStart"):
-        for position, (_, _, word) in enumerate(_words(directive)):
-            if position == 0:
-                word = word.lstrip("-@+!:")
-            elif "/" not in word:  # `docker exec etcd ...` names a container, not etcd
-                continue
-            if word.rpartition("/")[2].partition(":")[0].partition("@")[0] in _ETCD_PROGRAMS:
-                return True
-    for directive in _service_directives(unit, "Environment"):
-        for _, _, word in _words(directive):
-            if word.startswith("ETCD_") and "=" in word:
-                return True
-    return False
-
-
-def _set_discovery(contents: str, url: str) -> tuple[str, bool]:
-    """The unit text with every discovery setting of [Service] set to ``url``, and whether
-    there was one."""
-    pieces: list[str] = []
-    found = False
-    for start, end, directive in _directives(contents):
-        text = contents[start:end]
-        if directive is not None and directive.section == "Service":
-            if directive.key == "Environment":
-                text, replaced = _replace_words(directive, _environment_replacement(url))
-                found = found or replaced
-            elif directive.key == "ExecStart":
-                text, replaced = _replace_words(directive, _exec_replacement(url))
-                found = found or replaced
-        pieces.append(text)
-    return "".join(pieces), found
-
-
-def _environment_replacement(url: str) -> _Replacer:
-    def replace(word: str, following: str | None) -> tuple[str, bool] | None:
-        if word.startswith("ETCD_DISCOVERY="):
-            return _environment_word("ETCD_DISCOVERY", url), False
-        return None
-
-    return replace
-
-
-def _exec_replacement(url: str) -> _Replacer:
-    quoted = '"' + _quote_for_systemd(url, "the discovery URL").replace("$", "$$") + '"'
-
-    def replace(word: str, following: str | None) -> tuple[str, bool] | None:
-        if word.startswith("ETCD_DISCOVERY="):
-            return '"ETCD_DISCOVERY=' + quoted[1:], False
-        flag, equals, _ = word.partition("=")
-        if flag in _DISCOVERY_FLAGS:
-            if equals:
-                return f"{flag}={quoted}", False
-            if following is not None:
-                return quoted, True
-        return None
-
-    return replace
-
-
-def _replace_words(directive: _Directive, replacer: _Replacer) -> tuple[str, bool]:
-    words = list(_words(directive))
-    changes: list[tuple[int, int, str]] = []
-    for index, (start, end, word) in enumerate(words):
-        following = words[index + 1][2] if index + 1 < len(words) else None
-        result = replacer(word, following)
-        if result is None:
-            continue
-        replacement, of_next = result
-        if of_next:
-            start, end = words[index + 1][0], words[index + 1][1]
-        changes.append((start, end, replacement))
-    text = directive.text
-    for start, end, replacement in reversed(changes):
-        text = text[:start] + replacement + text[end:]
-    return text, bool(changes)

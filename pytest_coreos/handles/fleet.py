@@ -24,8 +24,9 @@ from pytest_coreos.errors import BootTimeoutError, FleetError, SSHError
 from pytest_coreos.waiting import NotReady, poll
 
 if TYPE_CHECKING:
-    from pytest_coreos.cluster import Cluster, Machine
-    from pytest_coreos.ssh import CommandResult
+    from pytest_coreos.handles.cluster import Cluster
+    from pytest_coreos.handles.machine import Machine
+    from pytest_coreos.handles.ssh import CommandResult
 
 # The columns each listing is asked for, in this order. Every one is documented since
 # fleet 0.10 (``target`` replaced ``tmachine`` there); none can hold whitespace.

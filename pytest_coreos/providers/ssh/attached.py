@@ -1,5 +1,6 @@
-"""The ssh provider: attach to machines that already run (a Flatcar or CoreOS cluster in
-a cloud, on a lab's libvirt host, or a cluster kept by an earlier run) and boot nothing.
+"""The ssh provider's deployment: attach to machines that already run (a Flatcar or
+CoreOS cluster in a cloud, on a lab's libvirt host, or a cluster kept by an earlier run)
+and boot nothing.
 
 Each host of ``--coreos-hosts`` is logged in to with ``--coreos-ssh-key``, its host key
 checked against ``--coreos-known-hosts`` (or ``~/.ssh/known_hosts``): no blind trust. Its
@@ -14,19 +15,18 @@ from __future__ import annotations
 import contextlib
 import getpass
 import shlex
-from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import paramiko
 
-from pytest_coreos.cluster import Machine
+from pytest_coreos.config.hosts import split_host
 from pytest_coreos.errors import ConfigError, CoreOSError, EtcdError
-from pytest_coreos.etcd import EtcdClient, Member
-from pytest_coreos.options import split_host
-from pytest_coreos.providers.base import BootContext
-from pytest_coreos.ssh import SSHClient
+from pytest_coreos.handles.etcd import EtcdClient, Member
+from pytest_coreos.handles.ssh import SSHClient
+from pytest_coreos.providers.protocol import BootContext, MachineDescription
 
 ETCD_CLIENT_PORTS = (2379, 4001)
 ETCD_UNITS = ("etcd-member.service", "etcd2.service", "etcd.service")
@@ -121,7 +121,7 @@ class AttachedControl:
         """Nothing to check: the machine's own init looks after its etcd."""
 
 
-class SSHProvider:
+class SSHDeployment:
     """Machines that already run, reached over SSH; nothing is booted or destroyed."""
 
     def __init__(self, context: BootContext) -> None:
@@ -136,23 +136,28 @@ class SSHProvider:
                 "no such file: host keys must be checked against known ones",
                 "ssh-keyscan the machines into a file you trust and pass it",
             )
-        self.faults_allowed = spec.allow_faults
+        self._faults_allowed = spec.allow_faults
         self.notices = [
             f"attached to {len(spec.hosts)} running machine(s); nothing on them is destroyed, "
             f"keys under {context.key_prefix} are removed at the end"
         ]
-        self.machines: list[Machine] = []
+        self.machines: list[MachineDescription] = []
 
     @property
     def pids(self) -> list[int]:
         """None: the machines' processes are not this host's."""
         return []
 
+    @property
+    def faults_allowed(self) -> bool:
+        """Only with --coreos-allow-faults: the machines are not the plugin's."""
+        return self._faults_allowed
+
     def discovery_url(self) -> str:
         """None needed: the machines already form a cluster."""
         return ""  # the machines are already a cluster
 
-    def boot(self) -> list[Machine]:
+    def boot(self) -> list[MachineDescription]:
         """Log in to each host and match it to its etcd member; start nothing."""
         spec = self.context.spec
         user = getpass.getuser()
@@ -168,7 +173,7 @@ class SSHProvider:
             name = member.name or f"machine-{index:02d}"
             ssh = SSHClient(host, port, login, self.key, known_hosts=self.known_hosts, name=name)
             self.machines.append(
-                Machine(
+                MachineDescription(
                     name,
                     private_ipv4=host,
                     public_ipv4=host,
@@ -210,16 +215,9 @@ class SSHProvider:
         """The same as close: nothing is kept or destroyed."""
         self.close()
 
-    def partition(self, groups: Any) -> None:
+    def partition(self, groups: Sequence[Sequence[str]]) -> None:
         """Refused: the machines are not the plugin's to cut apart."""
         raise CoreOSError("the ssh provider cannot partition machines it does not own")
 
-
-def create(context: BootContext) -> SSHProvider:
-    """The ssh provider for one cluster."""
-    return SSHProvider(context)
-
-
-def attach(context: BootContext, record: Mapping[str, Any]) -> SSHProvider:
-    """Refused: attached machines are never kept."""
-    raise ConfigError("--coreos-reuse", "machines of the ssh provider are never kept")
+    def heal(self) -> None:
+        """Nothing was cut."""

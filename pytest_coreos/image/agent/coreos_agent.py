@@ -5,8 +5,9 @@ On CoreOS, Vagrant's provisioners copied the cluster's ``user-data`` to
 Debian stand-in box runs this agent instead (from a systemd path unit, and at every boot):
 ``$private_ipv4``/``$public_ipv4`` become the machine's private network address, the
 ``coreos.etcd``/``coreos.etcd2`` section becomes etcd's ``ETCD_*`` environment through
-:func:`pytest_coreos.render.etcd_environment` (the one mapping the local provider uses
-too: the box build copies ``render.py`` next to this file), and ``coreos.units`` are
+:func:`pytest_coreos.config.etcd_env.etcd_environment` (the one mapping the local provider
+uses too: the image build copies the package's pure ``config`` modules next to this file),
+and ``coreos.units`` are
 written, enabled and started with systemd.
 
 On Flatcar, Ignition applies a JSON config (spec 3.x) once, in the initramfs, before
@@ -50,7 +51,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from pytest_coreos import render
+from pytest_coreos.config import cloud_config, etcd_env
+from pytest_coreos.config.units import DROP_IN_NAME, UNIT_NAME, systemd_quote
 from pytest_coreos.errors import UserDataError
 
 USER_DATA = Path("/var/lib/coreos-vagrant/vagrantfile-user-data")
@@ -88,11 +90,6 @@ UNIT_COMMANDS = frozenset(
         "reload-or-try-restart",
     }
 )
-_UNIT_NAME = re.compile(
-    r"^[A-Za-z0-9:_.\\@-]+\."
-    r"(service|socket|device|mount|automount|swap|target|path|timer|slice|scope)$"
-)
-_DROP_IN_NAME = re.compile(r"^[A-Za-z0-9:_.\\@-]+\.conf$")
 
 
 class AgentError(Exception):
@@ -166,13 +163,6 @@ def choose_public_address(environment: Mapping[str, str], private: str) -> str:
 # --- what to write and run ------------------------------------------------------------------
 
 
-def systemd_quote(value: str) -> str:
-    """A value for ``Environment="..."`` in a unit file: quoted, escaped, no specifiers."""
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
-    escaped = escaped.replace("\n", "\\n")
-    return f'"{escaped}"'
-
-
 def etcd_drop_in(environment: Mapping[str, str]) -> str:
     """The drop-in that gives etcd its environment, as coreos-cloudinit wrote it."""
     lines = ["[Service]"]
@@ -186,7 +176,7 @@ def etcd_environment(
 ) -> tuple[dict[str, str], tuple[str, ...]]:
     """etcd's environment for this user-data (the shared mapping, then what the stand-in's
     etcd 3.4 needs to speak like CoreOS's etcd), and the etcd 0.4 keys it had to drop."""
-    converted = render.etcd_environment(
+    converted = etcd_env.etcd_environment(
         user_data, private_ipv4=private_ipv4, public_ipv4=public_ipv4
     )
     env = dict(converted.env)
@@ -207,7 +197,7 @@ class Plan:
 
 
 def _unit_name(value: object, where: str) -> str:
-    if not isinstance(value, str) or not _UNIT_NAME.fullmatch(value):
+    if not isinstance(value, str) or not UNIT_NAME.fullmatch(value):
         raise AgentError(f"{where}: {value!r} is not a systemd unit name")
     return value
 
@@ -240,18 +230,18 @@ def plan(
         if content is not None:
             if not isinstance(content, str):
                 raise AgentError(f"{where}.content is not text")
-            result.files[base / name] = render.substitute(content, private_ipv4, public_ipv4)
+            result.files[base / name] = etcd_env.substitute(content, private_ipv4, public_ipv4)
         for drop_in_index, drop_in in enumerate(unit.get("drop-ins") or []):
             drop_where = f"{where}.drop-ins[{drop_in_index}]"
             if not isinstance(drop_in, Mapping):
                 raise AgentError(f"{drop_where} is not a mapping")
             drop_name = drop_in.get("name")
-            if not isinstance(drop_name, str) or not _DROP_IN_NAME.fullmatch(drop_name):
+            if not isinstance(drop_name, str) or not DROP_IN_NAME.fullmatch(drop_name):
                 raise AgentError(f"{drop_where}.name: {drop_name!r} is not a *.conf name")
             text = drop_in.get("content")
             if not isinstance(text, str):
                 raise AgentError(f"{drop_where}.content is not text")
-            result.files[base / f"{name}.d" / drop_name] = render.substitute(
+            result.files[base / f"{name}.d" / drop_name] = etcd_env.substitute(
                 text, private_ipv4, public_ipv4
             )
         if unit.get("mask") is True:
@@ -367,7 +357,7 @@ def plan_ignition(
         for position, dropin in enumerate(_list(unit.get("dropins"), f"{where}.dropins")):
             dropin = _mapping(dropin, f"{where}.dropins[{position}]")
             dropin_name = dropin.get("name")
-            if not isinstance(dropin_name, str) or not _DROP_IN_NAME.fullmatch(dropin_name):
+            if not isinstance(dropin_name, str) or not DROP_IN_NAME.fullmatch(dropin_name):
                 raise AgentError(f"{where}.dropins[{position}].name: {dropin_name!r}")
             text = dropin.get("contents") or ""
             if not isinstance(text, str):
@@ -530,7 +520,7 @@ def wait_for_private_address(timeout: float = ADDRESS_WAIT_SECONDS) -> str:
 
 def apply(text: str) -> dict[str, Any]:
     """Apply user-data ``text`` to this machine; return what was done, for the status file."""
-    user_data = render.parse_user_data(text, USER_DATA)
+    user_data = cloud_config.parse_user_data(text, USER_DATA)
     private_ipv4 = wait_for_private_address()
     environment = read_environment(ENVIRONMENT.read_text() if ENVIRONMENT.exists() else "")
     public_ipv4 = choose_public_address(environment, private_ipv4)

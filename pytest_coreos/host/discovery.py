@@ -15,10 +15,10 @@ from pathlib import Path
 
 import requests
 
-from pytest_coreos.addresses import AddressBlock, claim_block
-from pytest_coreos.binaries import EtcdBinary, find_discovery_service
 from pytest_coreos.errors import DiscoveryError, ProcessError
-from pytest_coreos.process import ManagedProcess, kill_all
+from pytest_coreos.host.addresses import AddressBlock, claim_block
+from pytest_coreos.host.binaries import EtcdBinary, find_discovery_service
+from pytest_coreos.host.process import ManagedProcess, kill_all
 from pytest_coreos.waiting import NotReady, poll
 
 DISCOVERY_PORT = 8087

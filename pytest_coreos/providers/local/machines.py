@@ -2,7 +2,7 @@
 on its own loopback address, with no VM.
 
 The machine's etcd is configured from the rendered user-data the way CoreOS did it: each
-key of the etcd section becomes an ``ETCD_*`` variable (:func:`render.etcd_environment`),
+key of the etcd section becomes an ``ETCD_*`` variable (:func:`etcd_env.etcd_environment`),
 with ``$private_ipv4``/``$public_ipv4`` being the machine's loopback address. A machine's
 interfaces are that address: ``0.0.0.0``, ``127.0.0.1`` and ``localhost`` in its listen
 URLs mean it, so that every member can use etcd's usual ports.
@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import pwd
 import re
-import secrets
 import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,17 +21,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import paramiko
 
-from pytest_coreos import render
-from pytest_coreos.addresses import AddressBlock, can_bind, claim_block
-from pytest_coreos.binaries import find_etcd, find_sshd
-from pytest_coreos.cluster import Machine, machine_names
-from pytest_coreos.discovery import DiscoveryService
-from pytest_coreos.errors import ConfigError, ProcessError
-from pytest_coreos.netns import NAMESPACE_PREFIX, MachineNetwork, NetworkLab, netns_supported
-from pytest_coreos.process import ManagedProcess, kill_all
-from pytest_coreos.providers.base import BootContext, MachineControl
-from pytest_coreos.ssh import SSHClient
-from pytest_coreos.sshd import (
+from pytest_coreos.config import etcd_env
+from pytest_coreos.errors import ProcessError
+from pytest_coreos.handles.machine import machine_names
+from pytest_coreos.host.addresses import AddressBlock, can_bind, claim_block
+from pytest_coreos.host.binaries import find_sshd
+from pytest_coreos.host.netns import MachineNetwork
+from pytest_coreos.host.process import ManagedProcess, kill_all
+from pytest_coreos.host.sshd import (
     SshdSettings,
     ensure_privilege_separation_dir,
     generate_ed25519_key,
@@ -42,6 +38,8 @@ from pytest_coreos.sshd import (
     ssh_port_for_current_user,
     sshd_command,
 )
+from pytest_coreos.providers.lab import Lab
+from pytest_coreos.providers.protocol import BootContext, MachineDescription
 
 _WILDCARD_HOSTS = {"0.0.0.0", "::", "[::]", ""}  # noqa: S104 - rewritten, never bound
 _LOCAL_HOSTS = {*_WILDCARD_HOSTS, "127.0.0.1", "localhost"}
@@ -84,7 +82,7 @@ def machine_etcd_environment(
 ) -> tuple[dict[str, str], list[str]]:
     """The ``ETCD_*`` environment of one local machine, and notices about what the user's
     etcd section asked for that the local provider changes."""
-    converted = render.etcd_environment(user_data, private_ipv4=address, public_ipv4=address)
+    converted = etcd_env.etcd_environment(user_data, private_ipv4=address, public_ipv4=address)
     notices = [f"etcd key {key!r} has no etcd 3 equivalent; ignored" for key in converted.dropped]
     env = _default_environment(name, address)
     env.update(converted.env)
@@ -202,60 +200,18 @@ class LocalMachine:
                 )
 
 
-class LabProvider:
-    """What the local and nspawn providers share: machines that are processes of this
-    run, possibly in a network lab (the local provider's netns mode, always for nspawn).
+class LocalDeployment:
+    """A cluster of local machines on a loopback block of its own, or in a network lab."""
 
-    Machines in a lab reach nothing outside it, so :meth:`discovery_url` gives the cluster
-    a discovery service of its own on the lab's hub; partitions are the lab's.
-    """
-
-    context: BootContext
-    lab: NetworkLab | None
-    discovery: DiscoveryService | None
-    discovery_hint = "use local or static with --coreos-network=netns"
-
-    def describe(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def machine_processes(self) -> list[ManagedProcess]:
-        """Every process the machines run (not the discovery service)."""
-        raise NotImplementedError
-
-    def machine_handle(
-        self,
-        description: Mapping[str, Any],
-        *,
-        port: int,
-        user: str,
-        host_key: str,
-        key: paramiko.PKey,
-        control: MachineControl,
-        systemd: bool = True,
-    ) -> Machine:
-        """The Machine handle of one described machine (name, address, etcd endpoints).
-        In a network lab every connection is made inside the lab (its hub namespace):
-        nothing is sent to the lab's addresses from this host's own network."""
-        lab = self.lab
-        address = description["address"]
-        return Machine(
-            description["name"],
-            private_ipv4=address,
-            public_ipv4=address,
-            ssh=SSHClient(
-                address,
-                port,
-                user,
-                key,
-                host_keys=[paramiko.Ed25519Key.from_private_key_file(host_key)],
-                name=description["name"],
-                sock_factory=lab.connect if lab is not None else None,
-            ),
-            etcd_endpoints=description["etcd_endpoints"],
-            control=control,
-            http_session=lab.requests_session if lab is not None else None,
-            systemd=systemd,
-        )
+    def __init__(self, context: BootContext) -> None:
+        self.context = context
+        self.notices: list[str] = []
+        self.block: AddressBlock | None = None
+        self.machines: list[LocalMachine] = []
+        self._descriptions: list[dict[str, Any]] = []
+        self.binaries: tuple[Path, Path] = (Path(), Path())  # sshd, etcd
+        self.lab = Lab(context)  # a network lab with --coreos-network=netns
+        self.etcd_version: tuple[int, int, int] = (0, 0, 0)
 
     @property
     def pids(self) -> list[int]:
@@ -265,75 +221,20 @@ class LabProvider:
             if process.pid is not None and process.running
         ]
 
-    def _running_record(self) -> dict[str, Any]:
-        """The part of :meth:`describe` that reaping needs: processes and namespaces."""
-        processes = self.machine_processes()
-        if self.discovery is not None:
-            processes += self.discovery.processes
-        return {
-            "processes": [process.to_record() for process in processes if process.started],
-            "namespaces": self.lab.namespaces if self.lab is not None else [],
-        }
-
-    def partition(self, groups: Sequence[Sequence[str]]) -> None:
-        if self.lab is None:
-            raise ConfigError(
-                "--coreos-network",
-                "partitions need machines in network namespaces",
-                "run with --coreos-network=netns (as root)",
-            )
-        self.lab.partition(*groups)
-
-    def heal(self) -> None:
-        if self.lab is not None:
-            self.lab.heal()
-
-    def detach(self) -> None:
-        """Leave the machines running (a kept cluster) and let go of them."""
-        for process in self.machine_processes():
-            process.detach()
+    @property
+    def faults_allowed(self) -> bool:
+        return True
 
     def discovery_url(self) -> str | None:
-        """The lab's own discovery service's URL for the cluster; None outside a lab or
-        with static discovery (the session's service, or none)."""
-        spec = self.context.spec
-        if self.lab is None or spec.discovery == "static":
-            return None
-        if spec.discovery != "local":
-            raise ConfigError(
-                "--coreos-discovery",
-                f"{spec.discovery!r} cannot be reached from machines in network namespaces",
-                self.discovery_hint,
-            )
-        self.discovery = DiscoveryService(
-            find_etcd(),
-            self.context.workdir / "discovery",
-            address=self.lab.hub_address,
-            command=self.lab.hub_command,
-            session=self.lab.requests_session(),
-            die_with_parent=not spec.keep,
-        )
-        self.context.remember(self.describe())
-        self.discovery.start(timeout=spec.boot_timeout)
-        self.context.remember(self.describe())
-        return self.discovery.new_cluster(spec.instances)
+        return self.lab.discovery_url(lambda: self.context.remember(self.describe()))
 
+    def partition(self, groups: Sequence[Sequence[str]]) -> None:
+        self.lab.partition(groups)
 
-class LocalProvider(LabProvider):
-    """Boots a cluster of local machines on a loopback block of its own."""
+    def heal(self) -> None:
+        self.lab.heal()
 
-    def __init__(self, context: BootContext) -> None:
-        self.context = context
-        self.notices: list[str] = []
-        self.block: AddressBlock | None = None
-        self.machines: list[LocalMachine] = []
-        self._descriptions: list[dict[str, Any]] = []
-        self.binaries: tuple[Path, Path] = (Path(), Path())  # sshd, etcd
-        self.lab: NetworkLab | None = None  # --coreos-network=netns
-        self.discovery: DiscoveryService | None = None  # the lab's own
-        self.etcd_version: tuple[int, int, int] = (0, 0, 0)
-
-    def boot(self) -> list[Machine]:
+    def boot(self) -> list[MachineDescription]:
         context = self.context
         spec = context.spec
         sshd, etcd = self.binaries
@@ -342,7 +243,7 @@ class LocalProvider(LabProvider):
         ssh_port = ssh_port_for_current_user()
         ensure_privilege_separation_dir()
         names = machine_names(spec.instances)
-        if self.lab is not None:
+        if self.lab.active:
             # Each machine its own namespace: the usual ports, on addresses of the lab's own.
             networks: dict[str, MachineNetwork] = {
                 name: self.lab.add_machine(name, index) for index, name in enumerate(names, 1)
@@ -357,14 +258,14 @@ class LocalProvider(LabProvider):
             self.block = claim_block(spec.instances, {*_ports(probe_env), ssh_port})
             addresses = {name: self.block.host(index) for index, name in enumerate(names, 1)}
         self.notices.extend(self._notices())
-        authorized_keys = context.workdir / "authorized_keys"
+        authorized_keys = context.paths.authorized_keys
         authorized_keys.write_text(public_key_line(context.ssh_key) + "\n")
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
         die_with_parent = not spec.keep
         plans = []
         for name in names:
             address = addresses[name]
-            directory = context.workdir / "machines" / name
+            directory = context.paths.machine(name)
             env, notices = machine_etcd_environment(
                 context.user_data, name=name, address=address, data_dir=directory / "etcd"
             )
@@ -402,7 +303,7 @@ class LocalProvider(LabProvider):
                     )
                 )
             )
-            inside = networks[name].command if self.lab is not None else list
+            inside = networks[name].command if self.lab.active else list
             self.machines.append(
                 LocalMachine(
                     name,
@@ -441,10 +342,10 @@ class LocalProvider(LabProvider):
             machine.start()
         return self.handles(context.ssh_key)
 
-    def handles(self, key: paramiko.PKey) -> list[Machine]:
-        """The Machine handles over this provider's machines, logging in with ``key``."""
+    def handles(self, key: paramiko.PKey) -> list[MachineDescription]:
+        """This provider's machines, logging in with ``key``."""
         return [
-            self.machine_handle(
+            self.lab.describe_machine(
                 description,
                 port=description["ssh"]["port"],
                 user=description["ssh"]["user"],
@@ -460,8 +361,10 @@ class LocalProvider(LabProvider):
         return [process for machine in self.machines for process in machine.processes]
 
     def describe(self) -> dict[str, Any]:
+        processes = self.machine_processes() + self.lab.processes()
         return {
-            **self._running_record(),
+            "processes": [process.to_record() for process in processes if process.started],
+            "namespaces": self.lab.namespaces,
             "machines": [
                 {**description, "processes": [p.to_record() for p in machine.processes]}
                 for description, machine in zip(self._descriptions, self.machines, strict=True)
@@ -479,14 +382,13 @@ class LocalProvider(LabProvider):
 
     def close(self) -> None:
         kill_all(self.machine_processes())
-        if self.discovery is not None:
-            self.discovery.close()
-        if self.lab is not None:
-            self.lab.destroy()
+        self.lab.close()
         self._release_block()
 
     def detach(self) -> None:
-        super().detach()
+        """Leave the machines running (a kept cluster) and let go of them."""
+        for process in self.machine_processes():
+            process.detach()
         self._release_block()
 
     def _release_block(self) -> None:
@@ -495,7 +397,7 @@ class LocalProvider(LabProvider):
             self.block = None
 
 
-class NewLocalProvider(LocalProvider):
+class NewLocalDeployment(LocalDeployment):
     """A local provider about to boot: its programs are found before anything starts, so
     a missing one is reported as such, with nothing to clean up."""
 
@@ -505,10 +407,10 @@ class NewLocalProvider(LocalProvider):
         self.binaries = (find_sshd(context.spec.sshd_binary), etcd.path)
         self.etcd_version = etcd.version
         if context.spec.network == "netns":
-            self.lab = new_lab(context)
+            self.lab = Lab.create(context)
 
 
-class AttachedLocalProvider(LocalProvider):
+class AttachedLocalDeployment(LocalDeployment):
     """Local machines that another session started, adopted from its state record."""
 
     def __init__(self, context: BootContext, record: Mapping[str, Any]) -> None:
@@ -526,7 +428,7 @@ class AttachedLocalProvider(LocalProvider):
                 {key: value for key, value in described.items() if key != "processes"}
             )
 
-    def boot(self) -> list[Machine]:
+    def boot(self) -> list[MachineDescription]:
         key_path = self._descriptions[0]["ssh"]["key"]
         return self.handles(paramiko.Ed25519Key.from_private_key_file(key_path))
 
@@ -536,40 +438,3 @@ class AttachedLocalProvider(LocalProvider):
 
 def _client_urls(env: Mapping[str, str]) -> list[str]:
     return [url.strip() for url in re.split(r"\s*,\s*", env["ETCD_ADVERTISE_CLIENT_URLS"]) if url]
-
-
-def create(context: BootContext) -> LocalProvider:
-    return NewLocalProvider(context)
-
-
-def attach(context: BootContext, record: Mapping[str, Any]) -> LocalProvider:
-    if record.get("namespaces"):
-        raise ConfigError(
-            "--coreos-network",
-            "a cluster in network namespaces cannot be attached to (reuse, xdist sharing)",
-            "use --coreos-network=loopback for that",
-        )
-    return AttachedLocalProvider(context, record)
-
-
-def new_lab(
-    context: BootContext,
-    option: str = "--coreos-network",
-    hint: str = "use --coreos-network=loopback",
-) -> NetworkLab:
-    """A network lab for the cluster, on record before anything of it exists; a
-    ConfigError naming ``option`` where labs cannot be made here."""
-    reason = netns_supported()
-    if reason is not None:
-        raise ConfigError(option, f"netns is not available here: {reason}", hint)
-    lab = NetworkLab(secrets.token_hex(5), LAB_SUBNET)
-    names = [lab.hub] + [
-        f"{NAMESPACE_PREFIX}{lab.lab_id}-{name}" for name in machine_names(context.spec.instances)
-    ]
-    context.remember({"namespaces": names})
-    lab.create()
-    return lab
-
-
-# Addresses inside a lab exist only there, so every lab can use the same private /24.
-LAB_SUBNET = "10.213.7"

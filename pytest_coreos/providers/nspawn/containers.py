@@ -1,6 +1,7 @@
-"""The nspawn provider: each machine is a systemd-nspawn container booting the Debian
-stand-in rootfs the Vagrant box is built from (``box/build-box --rootfs``), with systemd
-as PID 1, sshd and etcd inside, and the user-data applied by the box's own coreos-agent.
+"""The nspawn provider's machines: each a systemd-nspawn container booting the Debian
+stand-in rootfs the Vagrant box is built from (``python -m pytest_coreos.image --rootfs``),
+with systemd as PID 1, sshd and etcd inside, and the user-data applied by the image's own
+coreos-agent.
 
 Each container lives in a network namespace of a :class:`NetworkLab` (its ``eth0`` has
 its address already: no DHCP), reached only through the lab's hub. What differs between
@@ -26,27 +27,24 @@ from typing import Any
 
 import paramiko
 
-import pytest_coreos
-from pytest_coreos import render
-from pytest_coreos.cluster import Machine, machine_names
-from pytest_coreos.discovery import DiscoveryService
+from pytest_coreos.config import cloud_config, etcd_env
 from pytest_coreos.errors import ConfigError, ProcessError
-from pytest_coreos.netns import NAMESPACE_PREFIX, NetworkLab
-from pytest_coreos.process import (
+from pytest_coreos.handles.machine import machine_names
+from pytest_coreos.host.netns import NAMESPACE_PREFIX
+from pytest_coreos.host.process import (
     ManagedProcess,
     descendants_of,
     kill_all,
     process_start_time,
-    tail,
 )
-from pytest_coreos.providers.base import BootContext
-from pytest_coreos.providers.local import LabProvider, new_lab
-from pytest_coreos.sshd import generate_ed25519_key
+from pytest_coreos.host.sshd import generate_ed25519_key
+from pytest_coreos.image import builder
+from pytest_coreos.providers.lab import Lab
+from pytest_coreos.providers.protocol import BootContext, MachineDescription
 
 OPTION = "--coreos-provider"
-# Where a finished rootfs may be named directly (skips build-box).
+# Where a finished rootfs may be named directly (skips the image build).
 ROOTFS_ENVIRONMENT = "PYTEST_COREOS_ROOTFS"
-BUILD_BOX = Path(pytest_coreos.__file__).resolve().parent.parent / "box" / "build-box"
 USER_DATA = "/var/lib/coreos-vagrant/vagrantfile-user-data"
 IGNITION = "/usr/share/oem/config.ign"  # where the stand-in's agent looks for one
 # The container's init: found among systemd-nspawn's children once it has exec'ed.
@@ -64,7 +62,7 @@ INTERFACES = "# eth0 and lo are configured by pytest-coreos's network lab.\n"
 
 def etcd_client_urls(user_data: Mapping[str, Any], address: str) -> list[str]:
     """Where the machine at ``address`` serves etcd's clients, as its user-data says."""
-    env = render.etcd_environment(user_data, private_ipv4=address, public_ipv4=address).env
+    env = etcd_env.etcd_environment(user_data, private_ipv4=address, public_ipv4=address).env
     urls = env.get("ETCD_ADVERTISE_CLIENT_URLS", f"http://{address}:2379")
     return [url.strip() for url in urls.split(",") if url.strip()]
 
@@ -81,38 +79,16 @@ def _nspawn() -> str:
 
 
 def find_rootfs(context: BootContext) -> Path:
-    """The stand-in rootfs: ``$PYTEST_COREOS_ROOTFS``, or what ``box/build-box --rootfs``
-    builds (about a minute, once) or finds in its cache, its progress shown as it goes."""
+    """The stand-in rootfs: ``$PYTEST_COREOS_ROOTFS``, or what the package's image builder
+    (``python -m pytest_coreos.image --rootfs``) builds (about a minute, once) or finds in
+    its cache, its progress shown as it goes."""
     given = os.environ.get(ROOTFS_ENVIRONMENT)
     if given:
         path = Path(given)
         if not (path / "usr/lib/systemd/systemd").exists():
             raise ConfigError(ROOTFS_ENVIRONMENT, f"{path} is not a rootfs with systemd")
         return path
-    if not BUILD_BOX.is_file():
-        raise ConfigError(OPTION, f"nspawn: {BUILD_BOX} not found (a source checkout is needed)")
-    log_path = context.workdir / "build-box.log"
-    with (
-        open(log_path, "w") as log,
-        subprocess.Popen(
-            [str(BUILD_BOX), "--rootfs"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            text=True,
-        ) as process,
-    ):
-        assert process.stderr is not None
-        assert process.stdout is not None
-        for line in process.stderr:
-            log.write(line)
-            if not line.startswith("build-box: cached"):
-                context.progress(line.rstrip())
-        output = process.stdout.read()
-        status = process.wait()
-    if status != 0:
-        raise ProcessError("box/build-box --rootfs", f"exited with status {status}", tail(log_path))
-    return Path(output.strip().splitlines()[-1])
+    return builder.build("--rootfs", context.paths.image_log, context.progress)
 
 
 def container_cgroups(name: str) -> list[Path]:
@@ -271,48 +247,64 @@ class Container:
             )
 
 
-class NspawnProvider(LabProvider):
-    """Boots a cluster of systemd-nspawn containers in a network lab of its own."""
-
-    discovery_hint = "use --coreos-discovery=local with --coreos-provider=nspawn"
+class NspawnDeployment:
+    """A cluster of systemd-nspawn containers in a network lab of its own."""
 
     def __init__(self, context: BootContext) -> None:
         self.context = context
         self.notices: list[str] = []
         self.containers: list[Container] = []
         self._descriptions: list[dict[str, Any]] = []
-        self.discovery: DiscoveryService | None = None
-        self.lab: NetworkLab | None = None
-        spec = context.spec
+        self.rootfs: Path | None = None
         if os.geteuid() != 0:
             raise ConfigError(
                 OPTION,
                 "nspawn needs root (containers in network namespaces)",
                 "run pytest as root, or use --coreos-provider=local",
             )
-        if spec.discovery == "static":
-            raise ConfigError(
-                "--coreos-discovery",
-                "static is not supported by the nspawn provider",
-                self.discovery_hint,
-            )
         self.nspawn = _nspawn()
         context.workdir.mkdir(parents=True, exist_ok=True)
         self.rootfs = find_rootfs(context)
-        self.lab = new_lab(context, OPTION, "use --coreos-provider=local")
+        self.lab = Lab.create(context, OPTION, "use --coreos-provider=local")
 
-    def boot(self) -> list[Machine]:
+    @property
+    def pids(self) -> list[int]:
+        return [
+            process.pid
+            for process in self.machine_processes()
+            if process.pid is not None and process.running
+        ]
+
+    @property
+    def faults_allowed(self) -> bool:
+        return True
+
+    def discovery_url(self) -> str | None:
+        return self.lab.discovery_url(lambda: self.context.remember(self.describe()))
+
+    def partition(self, groups: Sequence[Sequence[str]]) -> None:
+        self.lab.partition(groups)
+
+    def heal(self) -> None:
+        self.lab.heal()
+
+    def detach(self) -> None:
+        """Leave the containers running (a kept cluster) and let go of them."""
+        for process in self.machine_processes():
+            process.detach()
+
+    def boot(self) -> list[MachineDescription]:
         context = self.context
         lab = self.lab
-        assert lab is not None
+        assert self.rootfs is not None
         etcd_ids = _ids(self.rootfs, "etcd")
-        user_data = context.workdir / "user-data"
+        user_data = context.paths.user_data
         if context.write_ignition is None and not user_data.is_file():
-            user_data.write_text(render.render_user_data(context.user_data))
+            user_data.write_text(cloud_config.render_user_data(context.user_data))
         die_with_parent = not context.spec.keep
         for index, name in enumerate(machine_names(context.spec.instances), 1):
             network = lab.add_machine(name, index)
-            directory = context.workdir / "machines" / name
+            directory = context.paths.machine(name)
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             (directory / "hostname").write_text(name + "\n")
             (directory / "interfaces").write_text(INTERFACES)
@@ -388,10 +380,10 @@ class NspawnProvider(LabProvider):
         context.remember(self.describe())
         return self.handles(context.ssh_key)
 
-    def handles(self, key: paramiko.PKey) -> list[Machine]:
-        """Machine handles whose every connection is made from the lab's hub."""
+    def handles(self, key: paramiko.PKey) -> list[MachineDescription]:
+        """Its machines, every connection to them made from the lab's hub."""
         return [
-            self.machine_handle(
+            self.lab.describe_machine(
                 description,
                 port=22,
                 user="root",
@@ -406,10 +398,12 @@ class NspawnProvider(LabProvider):
         return [process for container in self.containers for process in container.processes]
 
     def describe(self) -> dict[str, Any]:
+        processes = self.machine_processes() + self.lab.processes()
         return {
-            **self._running_record(),
+            "processes": [process.to_record() for process in processes if process.started],
+            "namespaces": self.lab.namespaces,
             "machines": self._descriptions,
-            "rootfs": str(getattr(self, "rootfs", "")),
+            "rootfs": str(self.rootfs or ""),
             "cgroups": [
                 str(cgroup) for container in self.containers for cgroup in container.cgroups
             ],
@@ -420,17 +414,10 @@ class NspawnProvider(LabProvider):
             container.resume()
         kill_all(self.machine_processes())
         remove_cgroups([cgroup for container in self.containers for cgroup in container.cgroups])
-        if self.discovery is not None:
-            self.discovery.close()
-        if self.lab is not None:
-            self.lab.destroy()
+        self.lab.close()
 
 
-def create(context: BootContext) -> NspawnProvider:
-    return NspawnProvider(context)
-
-
-def reap(record: Mapping[str, Any]) -> list[str]:
+def reap_cgroups(record: Mapping[str, Any]) -> list[str]:
     """The cgroups of a dead run's containers: what still runs in them is killed (a
     container's init outlives a killed pytest), then they are removed."""
     cgroups = [
@@ -450,11 +437,3 @@ def reap(record: Mapping[str, Any]) -> list[str]:
         removed.append(f"cgroup {cgroup}")
     remove_cgroups(cgroups)
     return removed
-
-
-def attach(context: BootContext, record: Mapping[str, Any]) -> NspawnProvider:
-    raise ConfigError(
-        "--coreos-reuse",
-        "a cluster of nspawn containers cannot be attached to (reuse, xdist sharing)",
-        "its machines live in network namespaces of the session that made them",
-    )

@@ -16,13 +16,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
+from pytest_coreos.config.units import UNIT_NAME
 from pytest_coreos.errors import BootTimeoutError, CoreOSError, UnitError, UnitsError
-from pytest_coreos.ssh import CommandResult, SSHClient
-from pytest_coreos.vagrant.agent.coreos_agent import _UNIT_NAME
+from pytest_coreos.handles.ssh import CommandResult, SSHClient
 from pytest_coreos.waiting import NotReady, poll
 
 if TYPE_CHECKING:
-    from pytest_coreos.cluster import Cluster, Machine
+    from pytest_coreos.handles.cluster import Cluster
+    from pytest_coreos.handles.machine import Machine
 
 T = TypeVar("T")
 
@@ -73,7 +74,7 @@ def unit_name(name: str) -> str:
     type, as systemctl does. Names are checked by the rule the box's agent applies to
     ``coreos.units``; anything else is a ValueError."""
     full = name if _SUFFIXED.search(name) else f"{name}.service"
-    if not _UNIT_NAME.fullmatch(full):
+    if not UNIT_NAME.fullmatch(full):
         raise ValueError(
             f"{name!r} is not a systemd unit name (letters, digits and :_.\\@- followed by "
             ".service, .timer, .socket, ...)"

@@ -15,17 +15,12 @@ import fcntl
 import json
 import os
 import shutil
-import signal
-import subprocess
 import tempfile
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from pytest_coreos.process import descendants_of, is_same_process, process_start_time
-
-ProviderReaper = Callable[[Mapping[str, Any]], list[str]]
-
+from pytest_coreos.host.process import is_same_process, process_start_time
 
 STATE_DIRECTORY_VARIABLE = "PYTEST_COREOS_STATE_DIR"
 
@@ -93,87 +88,6 @@ def owner_record(pid: int | None = None) -> dict[str, Any]:
 def owner_alive(record: Mapping[str, Any]) -> bool:
     """True while the process that owns the record runs."""
     return is_same_process(record["owner_pid"], record.get("owner_start_time"))
-
-
-def kill_recorded(processes: list[Mapping[str, Any]]) -> list[str]:
-    """SIGKILL the recorded processes that still are those processes, with their groups
-    and descendants; return a line for each one killed."""
-    killed = []
-    live = [p for p in processes if p.get("pid") and is_same_process(p["pid"], p["start_time"])]
-    descendants = descendants_of([p["pid"] for p in live])
-    for process in live:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process["pid"], signal.SIGKILL)
-        killed.append(f"process {process['pid']} ({process['name']})")
-    for pid in descendants:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    return killed
-
-
-def delete_namespaces(names: list[str]) -> list[str]:
-    """Delete the named network namespaces that exist; return what was deleted."""
-    deleted = []
-    for name in names:
-        if Path("/run/netns", name).exists():
-            subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)
-            deleted.append(f"network namespace {name}")
-    return deleted
-
-
-def reap_cluster(cluster: Mapping[str, Any], provider_reaper: ProviderReaper | None) -> list[str]:
-    """Remove what one recorded cluster left: its provider's resources (VMs), its
-    processes and its network namespaces."""
-    removed: list[str] = []
-    if provider_reaper is not None:
-        removed += provider_reaper(cluster)
-    removed += kill_recorded(cluster.get("processes", []))
-    removed += delete_namespaces(cluster.get("namespaces", []))
-    return removed
-
-
-def reap_session(
-    record: dict[str, Any],
-    *,
-    include_kept: bool,
-    provider_reaper: Callable[[str], ProviderReaper | None],
-) -> list[str]:
-    """Reap one dead session's clusters (kept ones only if ``include_kept``) and, once
-    nothing of it is kept, its discovery service, folder and record."""
-    removed: list[str] = []
-    clusters = record.get("clusters", {})
-    for name, cluster in list(clusters.items()):
-        if cluster.get("keep") and not include_kept:
-            continue
-        removed += reap_cluster(cluster, provider_reaper(cluster.get("provider", "local")))
-        del clusters[name]
-    removed += kill_recorded(record.get("discovery", []))
-    record["discovery"] = []
-    if clusters:
-        write_record(record["session_id"], record)
-        return removed
-    root = Path(record["root"])
-    if root.exists():
-        shutil.rmtree(root, ignore_errors=True)
-        removed.append(f"folder {root}")
-    remove_record(record["session_id"])
-    return removed
-
-
-def reap(
-    *, include_kept: bool, provider_reaper: Callable[[str], ProviderReaper | None]
-) -> list[str]:
-    """Reap every session whose owner is dead. ``include_kept`` also removes clusters
-    left running on purpose (``--coreos-keep``): that is what ``--coreos-reap`` does."""
-    removed: list[str] = []
-    with registry_lock():
-        for record in read_records():
-            if owner_alive(record) or "session_id" not in record:
-                continue
-            removed += reap_session(
-                record, include_kept=include_kept, provider_reaper=provider_reaper
-            )
-    return removed
 
 
 _NOT_COMPARED = ("keep", "reuse", "boot_timeout")
