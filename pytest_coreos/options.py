@@ -109,7 +109,13 @@ OPTIONS: tuple[Option, ...] = (
         None,
         metavar="PATH",
     ),
-    Option("box", "the Vagrant box of the machines (vagrant provider)", None, metavar="NAME"),
+    Option(
+        "box",
+        "the Vagrant box of the machines (vagrant provider): a name, a .box file, or "
+        "stand-in (built from the installed package)",
+        None,
+        metavar="NAME",
+    ),
     Option(
         "vagrant_provider",
         "the Vagrant provider that runs the VMs: libvirt, virtualbox, ...",

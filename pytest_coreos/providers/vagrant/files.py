@@ -49,8 +49,10 @@ def prepare_directory(
     machines: Sequence[Mapping[str, str]],
     name_prefix: str,
     network: str,
+    box: str | None = None,
 ) -> list[str]:
-    """Write the cluster's Vagrant folder; return notices for the user.
+    """Write the cluster's Vagrant folder; return notices for the user. ``box``: the box
+    to boot where it is not ``spec.box`` as given (the stand-in box, built).
 
     With ``spec.vagrant_dir`` holding a Vagrantfile, the folder is a copy of it (without
     ``.vagrant`` and ``.git``) whose Vagrantfile loads the plugin's part at its end;
@@ -113,7 +115,7 @@ def prepare_directory(
         "created_by": "pytest-coreos",
         "name_prefix": name_prefix,
         "machines": [dict(machine) for machine in machines],
-        **box_settings(spec.box),
+        **box_settings(box if box is not None else spec.box),
     }
     _write(directory / SETTINGS_FILE, json.dumps(settings, indent=1) + "\n")
     return notices

@@ -45,6 +45,7 @@ from pytest_coreos.handles.machine import machine_names
 from pytest_coreos.handles.ssh import SSHClient
 from pytest_coreos.host.process import tail
 from pytest_coreos.host.sshd import generate_ed25519_key
+from pytest_coreos.image import builder
 from pytest_coreos.providers.protocol import BootContext, MachineDescription
 from pytest_coreos.providers.vagrant.addresses import (
     claim_addresses,
@@ -67,6 +68,7 @@ from pytest_coreos.providers.vagrant.settings import (
     LIBVIRT_URI,
     NAME_PREFIX,
     SETTINGS_FILE,
+    STAND_IN_BOX,
     VagrantError,
     check_ignition_support,
     libvirt_uri,
@@ -256,6 +258,7 @@ class VagrantDeployment:
                 machines=machines,
                 name_prefix=self.name_prefix,
                 network=self.network,
+                box=self._stand_in_box() if spec.box == STAND_IN_BOX else None,
             )
         )
         for name in names:
@@ -269,6 +272,12 @@ class VagrantDeployment:
         self.machines = [VagrantMachine(self, name) for name in names]
         self.up()
         return self.handles()
+
+    def _stand_in_box(self) -> str:
+        """The stand-in box's file, built from the installed package (a few minutes,
+        once; then found in its cache)."""
+        context = self.context
+        return str(builder.build("box", context.paths.image_log, context.progress))
 
     def _fw_cfg_file(self, name: str, written: Path) -> Path:
         """The copy of machine ``name``'s Ignition config that QEMU reads for ``-fw_cfg``.
