@@ -5,14 +5,9 @@ user's own, and whose ``etcd-member.service`` (Flatcar's name) runs the image's 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
-
-needs_root = pytest.mark.skipif(
-    os.geteuid() != 0, reason="containers need root (CI runs these tests as root)"
-)
 
 USER_DATA = """\
 #cloud-config
@@ -68,7 +63,7 @@ def containers_under(path: Path) -> list[int]:
     return found
 
 
-@needs_root
+@pytest.mark.needs_root
 def test_containers_boot_from_ignition_rendered_from_the_user_data(
     coreos_cluster_factory, tmp_path: Path
 ) -> None:
@@ -150,7 +145,7 @@ OWN_CONFIG = {
 }
 
 
-@needs_root
+@pytest.mark.needs_root
 def test_containers_boot_from_the_users_own_ignition_config(
     coreos_cluster_factory, tmp_path: Path
 ) -> None:

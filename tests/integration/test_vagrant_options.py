@@ -20,7 +20,7 @@ from pytest_coreos.options import ClusterSpec, resolve_spec
 from pytest_coreos.providers.vagrant import VagrantProvider, files
 from pytest_coreos.providers.vagrant import settings as vagrant_settings
 
-DOC = (Path(__file__).parent.parent / "docs" / "vagrant.md").read_text()
+DOC = (Path(__file__).parents[2] / "docs" / "vagrant.md").read_text()
 MACHINES = [
     {"name": "core-01", "ip": "172.17.8.101"},
     {"name": "core-02", "ip": "172.17.8.102"},

@@ -56,7 +56,7 @@ coreos:
 """
 
 # The same cluster as CoreOS documented it for etcd2, with a few other top-level keys.
-ETCD2_USER_DATA = (Path(__file__).parent / "data" / "etcd2-user-data").read_text()
+ETCD2_USER_DATA = (Path(__file__).parents[1] / "data" / "etcd2-user-data").read_text()
 
 
 def write(tmp_path: Path, text: str, name: str = "user-data") -> Path:

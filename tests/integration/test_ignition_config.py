@@ -23,8 +23,8 @@ from pytest_coreos.options import ClusterSpec, resolve_spec
 from pytest_coreos.session import boot
 from pytest_coreos.session.factory import ClusterFactory
 
-DATA = Path(__file__).parent / "data" / "ignition"
-SCHEMA_DIR = Path(__file__).parents[2] / "shared" / "ignition-schema"
+DATA = Path(__file__).parents[1] / "data" / "ignition"
+SCHEMA_DIR = Path(__file__).parents[3] / "shared" / "ignition-schema"
 
 
 def resolve(cli: dict[str, Any], ini: dict[str, Any] | None = None) -> ClusterSpec:

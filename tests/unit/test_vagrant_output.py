@@ -19,7 +19,7 @@ from pytest_coreos.providers.vagrant.output import (
     step_of,
 )
 
-DATA = Path(__file__).parent / "data" / "vagrant"
+DATA = Path(__file__).parents[1] / "data" / "vagrant"
 
 
 def sample(name: str) -> str:

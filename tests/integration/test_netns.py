@@ -36,9 +36,7 @@ from pytest_coreos.host.netns import (
 from pytest_coreos.host.process import process_start_time
 from pytest_coreos.waiting import NotReady, poll
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0, reason="network namespaces need root (CI runs these tests as root)"
-)
+pytestmark = pytest.mark.needs_root("network namespaces")
 
 PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
 SUBNET = "10.213.7"

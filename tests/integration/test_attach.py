@@ -10,7 +10,7 @@ import pytest
 
 from pytest_coreos.handles.etcd import EtcdClient
 
-EXAMPLES = Path(__file__).parent.parent / "examples" / "test_etcd_cluster.py"
+EXAMPLES = Path(__file__).parents[2] / "examples" / "test_etcd_cluster.py"
 
 KEEP_AND_DESCRIBE = """
 import json, os

@@ -4,15 +4,14 @@ leaves nothing running (root only, as CI runs)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "systemd"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "systemd"
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="containers need root (CI runs these tests as root)")
+@pytest.mark.needs_root
 def test_the_units_suite_passes_against_containers(
     inner: pytest.Pytester, assert_nothing_left
 ) -> None:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from pytest_coreos.options import OPTIONS
 
-README = (Path(__file__).parent.parent / "README.md").read_text()
+README = (Path(__file__).parents[2] / "README.md").read_text()
 
 
 def test_every_option_is_in_the_readme_table() -> None:
@@ -18,4 +18,4 @@ def test_every_option_is_in_the_readme_table() -> None:
 def test_the_readme_gives_the_two_fresh_machine_commands() -> None:
     assert "scripts/run pytest --coreos-instances=3 examples/\n" in README
     assert "\nscripts/run pytest\n" in README
-    assert "scripts/run pytest\n" in (Path(__file__).parent.parent / ".ci" / "run").read_text()
+    assert "scripts/run pytest\n" in (Path(__file__).parents[2] / ".ci" / "run").read_text()

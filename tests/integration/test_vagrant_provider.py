@@ -26,9 +26,9 @@ from pytest_coreos.providers.vagrant import VagrantProvider, addresses, files, l
 from pytest_coreos.providers.vagrant import settings as vagrant_settings
 from pytest_coreos.providers.vagrant.output import parse_status
 
-DATA = Path(__file__).parent / "data" / "vagrant"
+DATA = Path(__file__).parents[1] / "data" / "vagrant"
 CHECKOUT = DATA / "coreos-vagrant"
-E2E_USER_DATA = Path(__file__).parent / "e2e" / "data" / "user-data"
+E2E_USER_DATA = Path(__file__).parents[1] / "e2e" / "data" / "user-data"
 MACHINES = [
     {"name": "core-01", "ip": "172.17.8.101"},
     {"name": "core-02", "ip": "172.17.8.102"},
@@ -408,7 +408,7 @@ def test_the_image_build_hashes_its_inputs_the_shared_config_modules_among_them(
     )
     assert len(done.stdout.strip()) == 16
     wrapper = subprocess.run(
-        [str(Path(__file__).parents[1] / "box" / "build-box"), "--hash"],
+        [str(Path(__file__).parents[2] / "box" / "build-box"), "--hash"],
         capture_output=True,
         text=True,
         check=True,
