@@ -14,7 +14,7 @@ from typing import Any
 
 from pytest_coreos.config.hosts import parse_hosts
 from pytest_coreos.errors import ConfigError
-from pytest_coreos.providers import get_provider, names
+from pytest_coreos.providers import DEFAULT_PROVIDER, get_provider, names
 
 CHANNELS = ("stable", "beta", "alpha")
 DISCOVERY_MODES = ("local", "public", "static")
@@ -49,7 +49,9 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("instances", "number of machines in the cluster", 3, metavar="N"),
-    Option("provider", "what the machines are: " + "|".join(names()), "local", metavar="NAME"),
+    Option(
+        "provider", "what the machines are: " + "|".join(names()), DEFAULT_PROVIDER, metavar="NAME"
+    ),
     Option("channel", "CoreOS update channel: " + "|".join(CHANNELS), "stable", metavar="NAME"),
     Option(
         "discovery",
@@ -171,7 +173,7 @@ class ClusterSpec:
     """Everything that decides what cluster is built: options resolved once, frozen."""
 
     instances: int = 3
-    provider: str = "local"
+    provider: str = DEFAULT_PROVIDER
     channel: str = "stable"
     discovery: str = "local"
     network: str = "loopback"

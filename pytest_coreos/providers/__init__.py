@@ -16,6 +16,8 @@ from pytest_coreos.errors import ConfigError
 if TYPE_CHECKING:
     from pytest_coreos.providers.protocol import Provider
 
+# The provider of a run that names none.
+DEFAULT_PROVIDER = "local"
 PROVIDERS = {
     "local": "pytest_coreos.providers.local:LocalProvider",
     "vagrant": "pytest_coreos.providers.vagrant:VagrantProvider",

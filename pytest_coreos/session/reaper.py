@@ -14,7 +14,7 @@ from typing import Any
 
 from pytest_coreos.errors import ConfigError
 from pytest_coreos.host.process import descendants_of, is_same_process
-from pytest_coreos.providers import get_provider
+from pytest_coreos.providers import DEFAULT_PROVIDER, get_provider
 from pytest_coreos.session.registry import (
     owner_alive,
     read_records,
@@ -54,7 +54,7 @@ def provider_leftovers(cluster: Mapping[str, Any]) -> list[str]:
     """What the cluster's provider alone knows how to remove (VMs, cgroups); nothing
     where that provider cannot be loaded here."""
     try:
-        return get_provider(cluster.get("provider", "local")).reap(cluster)
+        return get_provider(cluster.get("provider", DEFAULT_PROVIDER)).reap(cluster)
     except (ImportError, ConfigError):
         return []
 

@@ -16,7 +16,7 @@ import pytest
 
 from pytest_coreos import providers
 from pytest_coreos.errors import ConfigError
-from pytest_coreos.options import ClusterSpec
+from pytest_coreos.options import ClusterSpec, resolve_spec
 from pytest_coreos.providers.protocol import Capabilities, Deployment, Provider
 
 NAMES = providers.names()
@@ -159,3 +159,49 @@ def test_the_probe_finder_finds_the_probes_there_were() -> None:
         "worker = getattr(config, 'workerinput', None)\n"
     )
     assert probes(source) == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"provider": "nspawn", "discovery": "static"},
+            "--coreos-discovery: static is not supported by the nspawn provider",
+        ),
+        (
+            {"provider": "nspawn", "discovery": "public"},
+            "--coreos-discovery: 'public' cannot be reached from machines in network namespaces",
+        ),
+        (
+            {"network": "netns", "discovery": "http://127.0.0.1:8087"},
+            "--coreos-discovery: 'http://127.0.0.1:8087' cannot be reached from machines",
+        ),
+        ({"ignition": "x.ign"}, "--coreos-ignition: the local provider runs etcd and sshd"),
+        (
+            {
+                "provider": "vagrant",
+                "discovery": "local",
+                "vagrant_option": ["uri=qemu+ssh://core@remote.invalid/system"],
+            },
+            "--coreos-discovery: local discovery listens on this host's address",
+        ),
+        (
+            {"provider": "vagrant", "vagrant_provider": "virtualbox", "config": "ignition"},
+            "--coreos-config: Ignition is passed to VMs of the libvirt Vagrant provider only",
+        ),
+    ],
+)
+def test_combinations_a_provider_cannot_serve_are_refused_naming_the_options(
+    options: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        resolve_spec(options.get, lambda name: None, invocation_dir=Path(), ini_dir=Path())
+    assert str(raised.value).startswith(message)
+
+
+def test_a_bad_combination_stops_the_run_before_any_test(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_never_runs():\n    raise AssertionError\n")
+    result = pytester.runpytest_subprocess("--coreos-provider=nspawn", "--coreos-discovery=static")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--coreos-discovery: static is not supported by the nspawn*"])
+    assert "test_never_runs" not in result.stdout.str()
