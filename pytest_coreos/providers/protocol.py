@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pytest_coreos.config.paths import ClusterPaths
-from pytest_coreos.host.binaries import EtcdBinary, find_etcd
 
 if TYPE_CHECKING:
     import paramiko
@@ -26,6 +25,7 @@ if TYPE_CHECKING:
     from pytest_coreos.handles.cluster import Cluster
     from pytest_coreos.handles.machine import MachineControl
     from pytest_coreos.handles.ssh import SSHClient
+    from pytest_coreos.host.binaries import EtcdBinary
     from pytest_coreos.options import ClusterSpec
 
 __all__ = [
@@ -186,4 +186,6 @@ class BootContext:
     @property
     def etcd(self) -> EtcdBinary:
         """The etcd to run on this host, looked up only by providers that run one."""
+        from pytest_coreos.host.binaries import find_etcd
+
         return find_etcd(self.spec.etcd_binary)

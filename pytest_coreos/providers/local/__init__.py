@@ -12,14 +12,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pytest_coreos.errors import ConfigError, CoreOSError
-from pytest_coreos.host.binaries import find_etcd
 from pytest_coreos.providers.common import check_lab_discovery, reach_over_ssh
-from pytest_coreos.providers.protocol import BootContext, Capabilities
+from pytest_coreos.providers.protocol import Capabilities
 
 if TYPE_CHECKING:
     from pytest_coreos.handles.cluster import Cluster
     from pytest_coreos.options import ClusterSpec
-    from pytest_coreos.providers.protocol import Deployment
+    from pytest_coreos.providers.protocol import BootContext, Deployment
 
 
 class LocalProvider:
@@ -47,6 +46,8 @@ class LocalProvider:
         return spec
 
     def report_header(self, spec: ClusterSpec) -> str:
+        from pytest_coreos.host.binaries import find_etcd
+
         try:
             return f", etcd {find_etcd(spec.etcd_binary).version_text}"
         except CoreOSError:

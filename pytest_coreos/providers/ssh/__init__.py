@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_coreos.errors import ConfigError
 from pytest_coreos.providers.common import reach_over_ssh
-from pytest_coreos.providers.protocol import BootContext, Capabilities
+from pytest_coreos.providers.protocol import Capabilities
 
 if TYPE_CHECKING:
     from pytest_coreos.handles.cluster import Cluster
     from pytest_coreos.options import ClusterSpec
-    from pytest_coreos.providers.protocol import Deployment
+    from pytest_coreos.providers.protocol import BootContext, Deployment
 
 
 class SSHProvider:

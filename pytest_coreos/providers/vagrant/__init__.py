@@ -13,13 +13,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from pytest_coreos.providers.protocol import BootContext, Capabilities
+from pytest_coreos.providers.protocol import Capabilities
 from pytest_coreos.providers.vagrant import settings
 
 if TYPE_CHECKING:
     from pytest_coreos.handles.cluster import Cluster
     from pytest_coreos.options import ClusterSpec
-    from pytest_coreos.providers.protocol import Deployment
+    from pytest_coreos.providers.protocol import BootContext, Deployment
 
 
 class VagrantProvider:
