@@ -1,5 +1,5 @@
-"""Shared helpers of the project's own test suite: finding what a run left behind, and
-running an inner session as an ordinary user."""
+"""Shared helpers of the project's own test suite: tests that need root, finding what a
+run left behind, and running an inner session as an ordinary user."""
 
 from __future__ import annotations
 
@@ -40,6 +40,23 @@ def processes_touching(path: Path) -> list[str]:
         if any(marker in place for place in places):
             found.append(f"{entry.name}: {cmdline.strip()}")
     return found
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "needs_root(what='containers'): skipped unless root, which containers, network "
+        "namespaces and cgroups need (CI runs these tests as root)",
+    )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """``@pytest.mark.needs_root``: as an ordinary user the test cannot run; as root, a
+    missing tool is a failure to see, never a reason to skip."""
+    marker = item.get_closest_marker("needs_root")
+    if marker is not None and os.geteuid() != 0:
+        what = marker.args[0] if marker.args else "containers"
+        pytest.skip(f"{what} need root (CI runs these tests as root)")
 
 
 @pytest.fixture
@@ -169,7 +186,7 @@ def validators() -> dict[str, Any]:
     jsonschema validators keyed by spec version."""
     import jsonschema
 
-    from pytest_coreos.ignition import SUPPORTED_VERSIONS
+    from pytest_coreos.config.ignition import SUPPORTED_VERSIONS
 
     found = {}
     for version in SUPPORTED_VERSIONS:

@@ -50,15 +50,13 @@ from typing import Any
 
 import paramiko
 
-from pytest_coreos import render
-from pytest_coreos.addresses import AddressBlock, can_bind, claim_block
-from pytest_coreos.binaries import find_discovery_service, find_etcd, find_sshd
-from pytest_coreos.cluster import ClusterFactory, machine_names
-from pytest_coreos.discovery import DISCOVERY_PORT, ETCD_CLIENT_PORT, ETCD_PEER_PORT
-from pytest_coreos.options import ClusterSpec
-from pytest_coreos.process import descendants_of, process_start_time
-from pytest_coreos.providers.local import machine_etcd_environment
-from pytest_coreos.sshd import (
+from pytest_coreos.config import cloud_config
+from pytest_coreos.handles.machine import machine_names
+from pytest_coreos.host.addresses import AddressBlock, can_bind, claim_block
+from pytest_coreos.host.binaries import find_discovery_service, find_etcd, find_sshd
+from pytest_coreos.host.discovery import DISCOVERY_PORT, ETCD_CLIENT_PORT, ETCD_PEER_PORT
+from pytest_coreos.host.process import descendants_of, process_start_time
+from pytest_coreos.host.sshd import (
     SshdSettings,
     generate_ed25519_key,
     openssh_version,
@@ -67,6 +65,9 @@ from pytest_coreos.sshd import (
     ssh_port_for_current_user,
     sshd_command,
 )
+from pytest_coreos.options import ClusterSpec
+from pytest_coreos.providers.local.machines import machine_etcd_environment
+from pytest_coreos.session.factory import ClusterFactory
 
 REPO = Path(__file__).resolve().parent.parent
 READY_LINE = "ready to serve client requests"
@@ -323,7 +324,7 @@ class Baseline:
         discovery_block = claim_block(1, (ETCD_CLIENT_PORT, ETCD_PEER_PORT, DISCOVERY_PORT))
         self.blocks.append(discovery_block)
         probe_env, _ = machine_etcd_environment(
-            render.default_user_data(), name="p", address="127.0.0.1", data_dir=self.workdir
+            cloud_config.default_user_data(), name="p", address="127.0.0.1", data_dir=self.workdir
         )
         ports = {ETCD_CLIENT_PORT, self.ssh_port}
         for key in ("ETCD_LISTEN_CLIENT_URLS", "ETCD_LISTEN_PEER_URLS"):
@@ -379,7 +380,7 @@ class Baseline:
         key = generate_ed25519_key(key_path)
         authorized = self.workdir / "authorized_keys"
         authorized.write_text(public_key_line(key) + "\n")
-        user_data = render.inject_discovery(render.default_user_data(), token_url)
+        user_data = cloud_config.inject_discovery(cloud_config.default_user_data(), token_url)
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
         plans = []
         for index, name in enumerate(machine_names(size), start=1):

@@ -36,8 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from pytest_coreos import EtcdError, SSHError, UnitError, UnitsError
-from pytest_coreos.cluster import Cluster, ClusterFactory
+from pytest_coreos.handles.cluster import Cluster
 from pytest_coreos.options import ClusterSpec
+from pytest_coreos.session.factory import ClusterFactory
 
 REPO = Path(__file__).resolve().parent.parent
 # What the timed tests once asserted as their upper bounds, in seconds: the speed kept

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pytest_coreos.ssh import CommandResult
-    from pytest_coreos.systemd import UnitStatus
+    from pytest_coreos.handles.ssh import CommandResult
+    from pytest_coreos.handles.systemd import UnitStatus
 
 
 class CoreOSError(Exception):
@@ -150,7 +150,7 @@ class SSHCommandError(SSHError):
 class UnitError(CoreOSError):
     """A systemd unit did not reach the state asked for, or cannot be managed on a machine
     (the local provider runs no systemd). ``unit`` and ``status`` (its last
-    :class:`~pytest_coreos.systemd.UnitStatus`) are set where known."""
+    :class:`~pytest_coreos.handles.systemd.UnitStatus`) are set where known."""
 
     def __init__(
         self,

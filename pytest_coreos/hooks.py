@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from pytest_coreos.cluster import Cluster
+    from pytest_coreos.handles.cluster import Cluster
     from pytest_coreos.options import ClusterSpec
 
 

@@ -13,12 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_coreos.config.hosts import parse_hosts
 from pytest_coreos.errors import ConfigError
+from pytest_coreos.providers import DEFAULT_PROVIDER, get_provider, names
 
-PROVIDERS = ("local", "vagrant", "ssh", "nspawn")
-# Where --coreos-discovery is not given: VMs reach discovery.etcd.io like a user would;
-# machines on this host use the private service.
-DEFAULT_DISCOVERY = {"local": "local", "vagrant": "public", "ssh": "static"}
 CHANNELS = ("stable", "beta", "alpha")
 DISCOVERY_MODES = ("local", "public", "static")
 NETWORKS = ("loopback", "netns")
@@ -62,9 +60,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("instances", "number of machines in the cluster", 3, "3", metavar="N"),
     Option(
         "provider",
-        "what the machines are: " + "|".join(PROVIDERS),
-        "local",
-        "`local`",
+        "what the machines are: " + "|".join(names()),
+        DEFAULT_PROVIDER,
+        f"`{DEFAULT_PROVIDER}`",
         metavar="NAME",
     ),
     Option(
@@ -150,7 +148,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "box",
-        "the Vagrant box of the machines (vagrant provider)",
+        "the Vagrant box of the machines (vagrant provider): a name, a .box file, or "
+        "stand-in (built from the installed package)",
         None,
         "`coreos-<channel>`, as coreos-vagrant names it",
         metavar="NAME",
@@ -214,7 +213,7 @@ class ClusterSpec:
     """Everything that decides what cluster is built: options resolved once, frozen."""
 
     instances: int = 3
-    provider: str = "local"
+    provider: str = DEFAULT_PROVIDER
     channel: str = "stable"
     discovery: str = "local"
     network: str = "loopback"
@@ -359,39 +358,36 @@ def parse_vagrant_options(raw: object, source: str = "--coreos-vagrant-option") 
     return tuple(options)
 
 
-# Options that only some providers use: given to another, they would be ignored silently.
-PROVIDER_OPTIONS: dict[str, tuple[str, ...]] = {
-    "hosts": ("ssh",),
-    "ssh_key": ("ssh",),
-    "known_hosts": ("ssh",),
-    "allow_faults": ("ssh",),
-    "vagrant_dir": ("vagrant",),
-    "box": ("vagrant",),
-    "vagrant_provider": ("vagrant",),
-    "vagrant_options": ("vagrant",),
-    "sshd_binary": ("local",),
-}
+# Options that only some providers use (each provider names those it uses, in its
+# ``options``): given to another, they would be ignored silently.
+PROVIDER_SPECIFIC_OPTIONS = (
+    "hosts",
+    "ssh_key",
+    "known_hosts",
+    "allow_faults",
+    "vagrant_dir",
+    "box",
+    "vagrant_provider",
+    "vagrant_options",
+    "sshd_binary",
+    "network",
+)
 _FLAGS = {"vagrant_options": "--coreos-vagrant-option"}
 
 
 def check_provider_options(spec: ClusterSpec) -> None:
-    """Refuse an option given for a provider that does not use it."""
+    """Refuse an option given for a provider that does not use it, naming those that do."""
     defaults = ClusterSpec()
-    for name, providers in PROVIDER_OPTIONS.items():
-        if spec.provider in providers or getattr(spec, name) == getattr(defaults, name):
+    chosen = get_provider(spec.provider)
+    for name in PROVIDER_SPECIFIC_OPTIONS:
+        if name in chosen.options or getattr(spec, name) == getattr(defaults, name):
             continue
-        flag = _FLAGS.get(name, "--coreos-" + name.replace("_", "-"))
-        users = " and ".join(providers)
+        users = [other for other in names() if name in get_provider(other).options]
         raise ConfigError(
-            flag,
-            f"applies to the {users} provider only, not to {spec.provider}",
-            f"leave it out, or use --coreos-provider={providers[0]}",
-        )
-    if spec.network != defaults.network and spec.provider not in ("local", "nspawn"):
-        raise ConfigError(
-            "--coreos-network",
-            f"applies to the local provider only, not to {spec.provider}",
-            "leave it out: the machines' network is the provider's",
+            _FLAGS.get(name, "--coreos-" + name.replace("_", "-")),
+            f"applies to the {' and '.join(users)} provider{'s' if len(users) > 1 else ''} "
+            f"only, not to {spec.provider}",
+            f"leave it out, or use --coreos-provider={users[0]}",
         )
 
 
@@ -400,7 +396,7 @@ def validate_spec(spec: ClusterSpec) -> ClusterSpec:
     options that do not go together."""
     check_provider_options(spec)
     parse_instances(spec.instances, "instances")
-    parse_choice(spec.provider, PROVIDERS, "provider")
+    parse_choice(spec.provider, names(), "provider")
     parse_choice(spec.channel, CHANNELS, "channel")
     parse_discovery(spec.discovery, "discovery")
     parse_choice(spec.network, NETWORKS, "network")
@@ -420,29 +416,15 @@ def validate_spec(spec: ClusterSpec) -> ClusterSpec:
                 "cannot be given with --coreos-user-data",
                 "an Ignition config is the machines' whole configuration: give one of them",
             )
-        if spec.provider == "local":
-            raise ConfigError(
-                "--coreos-ignition",
-                "the local provider runs etcd and sshd as processes, with no systemd to apply "
-                "an Ignition config",
-                "use --coreos-provider=nspawn or vagrant (--coreos-config=ignition alone "
-                "works here: etcd runs from the user-data the .ign files are rendered from)",
-            )
-    if spec.config == "ignition":
-        if spec.provider == "ssh":
-            raise ConfigError(
-                "--coreos-config",
-                "the ssh provider attaches to machines that run already: nothing is booted "
-                "to take an Ignition config",
-                "leave --coreos-config out with --coreos-provider=ssh",
-            )
-        if spec.discovery == "static":
-            raise ConfigError(
-                "--coreos-discovery",
-                "static does not go with --coreos-config=ignition (the Ignition config "
-                "carries the discovery URL)",
-                "use local, public or a URL",
-            )
+    # What the provider's machines cannot do, it refuses (naming the options).
+    get_provider(spec.provider).check(spec)
+    if spec.config == "ignition" and spec.discovery == "static":
+        raise ConfigError(
+            "--coreos-discovery",
+            "static does not go with --coreos-config=ignition (the Ignition config "
+            "carries the discovery URL)",
+            "use local, public or a URL",
+        )
     return spec
 
 
@@ -466,9 +448,10 @@ def resolve_spec(
         return option.default, option.flag, invocation_dir
 
     raw = {option.name: value_of(option) for option in OPTIONS}
+    provider_name = parse_choice(raw["provider"][0], names(), raw["provider"][1])
+    provider = get_provider(provider_name)
     if raw["discovery"][0] is None:
-        provider = str(raw["provider"][0]).strip()
-        raw["discovery"] = (DEFAULT_DISCOVERY.get(provider, "local"), *raw["discovery"][1:])
+        raw["discovery"] = (provider.default_discovery, *raw["discovery"][1:])
 
     def path_of(name: str) -> Path | None:
         value, _source, base = raw[name]
@@ -483,7 +466,7 @@ def resolve_spec(
     config_value, config_source = config_of(given("config"), given("ignition")[0])
     spec = ClusterSpec(
         instances=parse_instances(*given("instances")),
-        provider=parse_choice(given("provider")[0], PROVIDERS, given("provider")[1]),
+        provider=provider_name,
         channel=parse_choice(given("channel")[0], CHANNELS, given("channel")[1]),
         discovery=parse_discovery(*given("discovery")),
         network=parse_choice(given("network")[0], NETWORKS, given("network")[1]),
@@ -511,8 +494,7 @@ def resolve_spec(
         path = path_of(name)
         if path is not None and not (path.is_file() and os.access(path, os.X_OK)):
             raise ConfigError(given(name)[1], f"{path} is not an executable file", hint)
-    if spec.provider == "ssh":
-        spec = attach_spec(spec, instances_given=getoption("instances") is not None)
+    spec = provider.settle(spec, instances_given=getoption("instances") is not None)
     return validate_spec(spec)
 
 
@@ -523,51 +505,3 @@ def config_of(given: tuple[Any, str], ignition: Any) -> tuple[str, str]:
     if value is None:
         return ("ignition" if ignition is not None else "cloud-config"), source
     return str(value), source
-
-
-_HOST = re.compile(
-    r"(?:(?P<user>[A-Za-z0-9._-]+)@)?(?P<host>[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\])"
-    r"(?::(?P<port>\d{1,5}))?"
-)
-
-
-def parse_hosts(raw: object, source: str = "--coreos-hosts") -> tuple[str, ...]:
-    """``user@host[:port],...`` into a tuple of its entries, each checked."""
-    if raw is None or raw == "":
-        return ()
-    hosts = tuple(part.strip() for part in str(raw).split(",") if part.strip())
-    for host in hosts:
-        if _HOST.fullmatch(host) is None:
-            raise ConfigError(source, f"{host!r} is not user@host[:port]")
-    return hosts
-
-
-def split_host(entry: str, default_user: str) -> tuple[str, str, int]:
-    """(user, host, port) of one ``--coreos-hosts`` entry."""
-    match = _HOST.fullmatch(entry)
-    if match is None:
-        raise ConfigError("--coreos-hosts", f"{entry!r} is not user@host[:port]")
-    port = int(match["port"]) if match["port"] else 22
-    return match["user"] or default_user, match["host"].strip("[]"), port
-
-
-def attach_spec(spec: ClusterSpec, *, instances_given: bool) -> ClusterSpec:
-    """The ssh provider boots nothing: it needs machines and a key, and the cluster's size
-    is the number of machines given."""
-    if not spec.hosts:
-        raise ConfigError(
-            "--coreos-hosts",
-            "the ssh provider needs the machines to attach to",
-            "e.g. --coreos-hosts=core@10.0.0.1,core@10.0.0.2,core@10.0.0.3",
-        )
-    if spec.ssh_key is None:
-        raise ConfigError("--coreos-ssh-key", "the ssh provider needs a private key to log in")
-    if not spec.ssh_key.is_file():
-        raise ConfigError(f"--coreos-ssh-key {spec.ssh_key}", "no such file")
-    if instances_given and spec.instances != len(spec.hosts):
-        raise ConfigError(
-            "--coreos-instances",
-            f"{spec.instances} does not match the {len(spec.hosts)} machines of --coreos-hosts",
-            "leave it out with the ssh provider",
-        )
-    return ClusterSpec(**{**spec.to_fields(), "instances": len(spec.hosts)})

@@ -8,20 +8,20 @@ import signal
 import threading
 from collections.abc import Generator, Iterator
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_coreos import ignition, render
-from pytest_coreos.access import KNOWN_HOSTS, attach_command, shell_line
-from pytest_coreos.binaries import find_etcd
-from pytest_coreos.cluster import Cluster, ClusterFactory
 from pytest_coreos.errors import ConfigError, CoreOSError
 from pytest_coreos.options import OPTIONS, ClusterSpec, resolve_spec
-from pytest_coreos.providers import reaper
-from pytest_coreos.state import FAILED_BOOT_KEPT_DAYS, reap
+from pytest_coreos.providers import get_provider
+
+if TYPE_CHECKING:
+    from pytest_coreos.handles.cluster import Cluster
+    from pytest_coreos.session.factory import ClusterFactory
 
 SPEC_KEY = pytest.StashKey[ClusterSpec]()
-FACTORY_KEY = pytest.StashKey[ClusterFactory]()
+FACTORY_KEY = pytest.StashKey["ClusterFactory"]()
 SUMMARY_KEY = pytest.StashKey[list[str]]()
 
 
@@ -78,12 +78,17 @@ def _resolve(config: pytest.Config) -> ClusterSpec:
         invocation_dir=config.invocation_params.dir,
         ini_dir=ini_dir,
     )
-    # A bad file stops the run before any test.
+    # A bad file stops the run before any test (read only when one is given: the YAML
+    # and Ignition code is not loaded otherwise).
     if spec.user_data is not None:
-        user_data = render.load_user_data(spec.user_data)
+        from pytest_coreos.config import cloud_config, ignition
+
+        user_data = cloud_config.load_user_data(spec.user_data)
         if spec.config == "ignition":
             ignition.check_renders(user_data, spec.user_data)
     if spec.ignition is not None:
+        from pytest_coreos.config import ignition
+
         ignition.load_ignition(spec.ignition)
     return spec
 
@@ -92,7 +97,9 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     """``pytest --coreos-reap``: remove what ended runs left, kept clusters too, and exit."""
     if not config.getoption("coreos_reap"):
         return None
-    removed = reap(include_kept=True, provider_reaper=reaper)
+    from pytest_coreos.session.reaper import reap
+
+    removed = reap(include_kept=True)
     for line in removed:
         print(f"coreos: reaped {line}")
     print(f"coreos: reaped {len(removed)} item(s) left by ended pytest runs")
@@ -139,15 +146,10 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     spec = config.stash.get(SPEC_KEY, None)
     if spec is None:
         return None
-    etcd = ""
-    if spec.provider == "local":
-        try:
-            etcd = f", etcd {find_etcd(spec.etcd_binary).version_text}"
-        except CoreOSError:
-            etcd = ", etcd not found"
+    extra = get_provider(spec.provider).report_header(spec)
     return (
         f"coreos: provider {spec.provider}, {spec.instances} instance(s), "
-        f"channel {spec.channel}, discovery {spec.discovery}{etcd}"
+        f"channel {spec.channel}, discovery {spec.discovery}{extra}"
     )
 
 
@@ -198,10 +200,13 @@ def _shown(marker: pytest.Mark) -> str:
 def coreos_cluster_factory(request: pytest.FixtureRequest) -> Iterator[ClusterFactory]:
     """Makes further clusters: ``coreos_cluster_factory(instances=5)`` returns a ready
     cluster, torn down when its ``with`` block ends or at the end of the session."""
+    from pytest_coreos.session.factory import ClusterFactory
+    from pytest_coreos.session.reaper import reap
+
     config = request.config
     summary = config.stash[SUMMARY_KEY]
     # What runs of a dead pytest left (but clusters kept on purpose) goes first.
-    summary.extend(f"reaped {line}" for line in reap(include_kept=False, provider_reaper=reaper))
+    summary.extend(f"reaped {line}" for line in reap(include_kept=False))
     worker = getattr(config, "workerinput", None)
     # An xdist worker's session belongs to the controller, which outlives every worker.
     factory = ClusterFactory(_spec(config), owner_pid=os.getppid() if worker else None)
@@ -268,6 +273,8 @@ def _announce_ready(config: pytest.Config, cluster: Cluster) -> None:
 
 
 def _kept_lines(factory: ClusterFactory) -> list[str]:
+    from pytest_coreos.session.reaper import FAILED_BOOT_KEPT_DAYS
+
     lines = []
     for cluster in factory.clusters:
         if cluster.boot_failed:
@@ -276,33 +283,7 @@ def _kept_lines(factory: ClusterFactory) -> list[str]:
                 f"{FAILED_BOOT_KEPT_DAYS} days, or until pytest --coreos-reap)"
             )
         elif cluster.kept and cluster.machines and cluster.name not in factory.handed_over:
-            lines.extend(_how_to_reach(cluster))
-    return lines
-
-
-def _how_to_reach(cluster: Cluster) -> list[str]:
-    """Shell lines that reach a kept cluster's machines, attach another run to it and
-    remove it."""
-    prefix = shell_line(cluster.shell_prefix()) + " " if cluster.shell_prefix() else ""
-    lines = [f"cluster kept running (--coreos-keep): {cluster.workdir}"]
-    for machine in cluster.machines:
-        lines.append(
-            f"  {machine.name}: {prefix}ssh -F {cluster.ssh_config} {machine.name}; "
-            f"etcd {','.join(machine.etcd_endpoints)}"
-        )
-    attach = attach_command(cluster.ssh_access(), cluster.workdir / KNOWN_HOSTS)
-    lines.append(f"  attach another run: {prefix}{shell_line(attach)}")
-    if cluster.spec.provider == "vagrant":
-        return [
-            *lines,
-            f"  or: cd {cluster.workdir / 'vagrant'} && vagrant ssh core-01",
-            "  remove it: pytest --coreos-reap (or: vagrant destroy -f in that folder)",
-        ]
-    pids = [str(pid) for pid in cluster.pids]
-    lines.append(
-        f"  remove it: pytest --coreos-reap (or: kill {' '.join(pids)}; "
-        f"rm -rf {cluster.workdir.parent})"
-    )
+            lines.extend(get_provider(cluster.spec.provider).how_to_reach(cluster))
     return lines
 
 
@@ -348,6 +329,12 @@ def _first_line(error: BaseException) -> str:
 
 
 def _clusters_of(item: pytest.Item) -> list[Cluster]:
+    factory = item.config.stash.get(FACTORY_KEY, None)
+    if factory is None:  # no cluster was asked for: nothing of the plugin's is loaded
+        return []
+    from pytest_coreos.handles.cluster import Cluster
+    from pytest_coreos.session.factory import ClusterFactory
+
     clusters: list[Cluster] = []
     for value in getattr(item, "funcargs", {}).values():
         if isinstance(value, Cluster):

@@ -1,0 +1,550 @@
+"""fleet, CoreOS's cluster-wide scheduler, driven through ``fleetctl`` on a machine.
+
+:class:`Fleet` runs ``fleetctl`` over SSH on one machine of a cluster (``cluster.fleet``),
+so it talks to that machine's own fleet and etcd exactly as a user logged in there would.
+The parsers read fleetctl's script-friendly listings (``--no-legend --full --fields=...``)
+and are pure functions over text.
+
+fleet was retired by CoreOS in 2018: ``fleetctl`` must already be on the machines (a real
+CoreOS cluster reached with ``--coreos-provider=ssh``). Where it is missing, the first
+command says so with a :class:`FleetError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pytest_coreos.errors import BootTimeoutError, FleetError, SSHError
+from pytest_coreos.waiting import NotReady, poll
+
+if TYPE_CHECKING:
+    from pytest_coreos.handles.cluster import Cluster
+    from pytest_coreos.handles.machine import Machine
+    from pytest_coreos.handles.ssh import CommandResult
+
+# The columns each listing is asked for, in this order. Every one is documented since
+# fleet 0.10 (``target`` replaced ``tmachine`` there); none can hold whitespace.
+UNIT_FIELDS = ("unit", "machine", "active", "sub", "load", "hash")
+UNIT_FILE_FIELDS = ("unit", "hash", "dstate", "state", "target")
+MACHINE_FIELDS = ("machine", "ip", "metadata")
+# What fleetctl prints for a column with no value.
+EMPTY = "-"
+# The shell's status for a command it cannot find.
+COMMAND_NOT_FOUND = 127
+# ``fleetctl status`` passes on systemctl's status: 3 is a loaded unit that is not running,
+# whose status text is still the answer.
+STATUS_NOT_RUNNING = 3
+DEFAULT_TIMEOUT = 60.0
+# fleet's own functional tests poll its listings every 250 ms.
+POLL_INTERVAL = 0.05
+POLL_MAX_INTERVAL = 0.25
+
+MISSING_FLEETCTL_HINT = (
+    "fleet was retired by CoreOS in 2018 and has no package today, so the plugin's "
+    "stand-in machines (the local and nspawn providers, the stand-in Vagrant box) do not "
+    "have it. Run fleet tests against machines that run fleet, e.g. a real CoreOS "
+    "cluster: --coreos-provider=ssh --coreos-hosts=core@host1,core@host2,...; or pass "
+    "fleetctl= the path of a fleetctl on the machine"
+)
+
+
+@dataclass(frozen=True)
+class FleetUnit:
+    """One row of ``fleetctl list-units``: a unit loaded on a machine, as that machine's
+    systemd last reported it. A global unit has a row per machine."""
+
+    unit: str
+    machine_id: str | None
+    machine_ip: str | None
+    active: str | None
+    sub: str | None
+    load: str | None
+    hash: str | None
+
+    def reports(self, state: str) -> bool:
+        """True if its load, active or sub state is ``state`` (``loaded``, ``active``,
+        ``running``...)."""
+        return state in (self.load, self.active, self.sub)
+
+
+@dataclass(frozen=True)
+class FleetUnitFile:
+    """One row of ``fleetctl list-unit-files``: a unit fleet knows, loaded or not.
+
+    ``dstate`` is the state asked for, ``state`` the one reached (``inactive``,
+    ``loaded``, ``launched``); ``target`` is ``global`` or the machine it is scheduled on.
+    """
+
+    unit: str
+    hash: str | None
+    dstate: str | None
+    state: str | None
+    target: str | None
+
+    @property
+    def is_global(self) -> bool:
+        """True for a unit that runs on every (matching) machine."""
+        return self.target == "global"
+
+    @property
+    def machine_id(self) -> str | None:
+        """The ID of the machine it is scheduled on, if one."""
+        return None if self.is_global else _machine_legend(self.target)[0]
+
+    @property
+    def machine_ip(self) -> str | None:
+        """The public IP of the machine it is scheduled on, if fleet knows it."""
+        return None if self.is_global else _machine_legend(self.target)[1]
+
+
+@dataclass(frozen=True)
+class FleetMachine:
+    """One row of ``fleetctl list-machines``: a machine whose fleet is in the cluster."""
+
+    machine_id: str
+    ip: str | None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+# -- parsing -------------------------------------------------------------------------------
+
+
+def _rows(output: str, fields: Sequence[str]) -> list[dict[str, str | None]]:
+    """The rows of a fleetctl listing, each as ``{field: value}`` (``-`` becomes None).
+
+    fleetctl aligns its columns with tabs (one or more); the rendered samples of its
+    documentation use spaces. Either splits on whitespace, as no column holds any. A
+    header line (the upper-cased field names, as without ``--no-legend``) is skipped.
+    """
+    legend = [name.upper() for name in fields]
+    rows = []
+    for line in output.splitlines():
+        if not line.strip():
+            continue
+        columns = line.split()
+        if columns == legend:
+            continue
+        if len(columns) != len(fields):
+            raise ValueError(
+                f"expected {len(fields)} columns ({','.join(fields)}), got {len(columns)} "
+                f"in line {line!r}"
+            )
+        rows.append(
+            {
+                name: None if value == EMPTY else value
+                for name, value in zip(fields, columns, strict=True)
+            }
+        )
+    return rows
+
+
+def _machine_legend(legend: str | None) -> tuple[str | None, str | None]:
+    """Split fleetctl's machine column, ``ID/IP`` or ``ID`` alone, into (id, ip)."""
+    if legend is None:
+        return None, None
+    machine_id, _, ip = legend.partition("/")
+    return machine_id, ip or None
+
+
+def parse_metadata(text: str | None) -> dict[str, str]:
+    """fleet's machine metadata column, ``k=v,k2=v2`` (``-`` for none), as a dict."""
+    if text is None or text == EMPTY:
+        return {}
+    metadata = {}
+    for pair in text.split(","):
+        key, equals, value = pair.partition("=")
+        if not equals:
+            raise ValueError(f"metadata {text!r}: {pair!r} is not key=value")
+        metadata[key] = value
+    return metadata
+
+
+def parse_list_units(output: str, fields: Sequence[str] = UNIT_FIELDS) -> list[FleetUnit]:
+    """``fleetctl list-units --fields=...`` output as :class:`FleetUnit` rows; a field not
+    among ``fields`` is None."""
+    units = []
+    for row in _rows(output, fields):
+        machine_id, machine_ip = _machine_legend(row.get("machine"))
+        unit = row.get("unit")
+        if unit is None:
+            raise ValueError(f"list-units row without a unit name: {row}")
+        units.append(
+            FleetUnit(
+                unit=unit,
+                machine_id=machine_id,
+                machine_ip=machine_ip,
+                active=row.get("active"),
+                sub=row.get("sub"),
+                load=row.get("load"),
+                hash=row.get("hash"),
+            )
+        )
+    return units
+
+
+def parse_list_unit_files(
+    output: str, fields: Sequence[str] = UNIT_FILE_FIELDS
+) -> list[FleetUnitFile]:
+    """``fleetctl list-unit-files --fields=...`` output as :class:`FleetUnitFile` rows.
+    ``tmachine``, the name of ``target`` before fleet 0.10, is read as ``target``."""
+    files = []
+    for row in _rows(output, fields):
+        unit = row.get("unit")
+        if unit is None:
+            raise ValueError(f"list-unit-files row without a unit name: {row}")
+        files.append(
+            FleetUnitFile(
+                unit=unit,
+                hash=row.get("hash"),
+                dstate=row.get("dstate"),
+                state=row.get("state"),
+                target=row.get("target", row.get("tmachine")),
+            )
+        )
+    return files
+
+
+def parse_list_machines(output: str, fields: Sequence[str] = MACHINE_FIELDS) -> list[FleetMachine]:
+    """``fleetctl list-machines --fields=...`` output as :class:`FleetMachine` rows."""
+    machines = []
+    for row in _rows(output, fields):
+        machine_id = row.get("machine")
+        if machine_id is None:
+            raise ValueError(f"list-machines row without a machine ID: {row}")
+        machines.append(
+            FleetMachine(
+                machine_id=machine_id,
+                ip=row.get("ip"),
+                metadata=parse_metadata(row.get("metadata")),
+            )
+        )
+    return machines
+
+
+def format_units(units: Iterable[FleetUnit]) -> str:
+    """A listing of units for error messages, one ``unit machine load/active/sub`` line
+    each (``(no units)`` when empty)."""
+    lines = [
+        f"{u.unit} {u.machine_id or EMPTY}/{u.machine_ip or EMPTY} "
+        f"{u.load or EMPTY}/{u.active or EMPTY}/{u.sub or EMPTY}"
+        for u in units
+    ]
+    return "\n".join(lines) if lines else "(no units)"
+
+
+def units_not_in_state(units: Sequence[FleetUnit], names: Sequence[str], state: str) -> list[str]:
+    """The ``names`` whose rows in ``units`` do not all report ``state``, each with what
+    it reports instead (an unlisted unit is not loaded on any machine)."""
+    waiting = []
+    for name in names:
+        rows = [unit for unit in units if unit.unit == name]
+        if not rows:
+            waiting.append(f"{name} (not listed)")
+        elif not all(row.reports(state) for row in rows):
+            seen = ", ".join(f"{row.active or EMPTY}/{row.sub or EMPTY}" for row in rows)
+            waiting.append(f"{name} ({seen})")
+    return waiting
+
+
+# -- the client ----------------------------------------------------------------------------
+
+UnitSource = str | os.PathLike[str] | tuple[str, str]
+
+
+def _unit_name(name: str) -> str:
+    if not name or "/" in name or name.startswith(".") or name != name.strip():
+        raise ValueError(f"{name!r} is not a unit name (like hello.service or hello@.service)")
+    return name
+
+
+class Fleet:
+    """``fleetctl`` on one machine of a cluster, over SSH.
+
+    By default the cluster's first running machine; :meth:`on` picks another. fleetctl
+    talks to the fleet of the machine it runs on, as on CoreOS; ``endpoint``,
+    ``etcd_key_prefix`` and ``request_timeout`` pass fleetctl's global flags of those
+    names, and ``fleetctl`` names the program (a path on the machine). ``timeout`` bounds
+    each fleetctl command and each wait.
+    """
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        machine: Machine | str | None = None,
+        *,
+        fleetctl: str = "fleetctl",
+        endpoint: str | None = None,
+        etcd_key_prefix: str | None = None,
+        request_timeout: float | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.cluster = cluster
+        self._machine = cluster[machine] if isinstance(machine, str) else machine
+        self.fleetctl = fleetctl
+        self.endpoint = endpoint
+        self.etcd_key_prefix = etcd_key_prefix
+        self.request_timeout = request_timeout
+        self.timeout = timeout
+        self._found_on: set[str] = set()  # machines where fleetctl was found
+
+    def __repr__(self) -> str:
+        where = self._machine.name if self._machine is not None else "first running machine"
+        return f"<Fleet {self.fleetctl} on {where}>"
+
+    @property
+    def machine(self) -> Machine:
+        """The machine fleetctl runs on: the one chosen, else the first running one."""
+        if self._machine is not None:
+            return self._machine
+        for machine in self.cluster.machines:
+            if machine.running:
+                return machine
+        raise FleetError(self.cluster.name, "no machine of the cluster is running")
+
+    def on(self, machine: Machine | str) -> Fleet:
+        """The same fleetctl, run on ``machine`` (a Machine or its name) instead."""
+        fleet = Fleet(
+            self.cluster,
+            machine,
+            fleetctl=self.fleetctl,
+            endpoint=self.endpoint,
+            etcd_key_prefix=self.etcd_key_prefix,
+            request_timeout=self.request_timeout,
+            timeout=self.timeout,
+        )
+        fleet._found_on = self._found_on
+        return fleet
+
+    # -- running fleetctl --------------------------------------------------------------
+
+    def command(self, *args: str) -> list[str]:
+        """The fleetctl command line for ``args``, with the global flags set here."""
+        command = [self.fleetctl]
+        if self.endpoint is not None:
+            command.append(f"--endpoint={self.endpoint}")
+        if self.etcd_key_prefix is not None:
+            command.append(f"--etcd-key-prefix={self.etcd_key_prefix}")
+        if self.request_timeout is not None:
+            command.append(f"--request-timeout={self.request_timeout:g}")
+        return [*command, *args]
+
+    def _missing(self, machine: Machine, problem: str) -> FleetError:
+        return FleetError(machine.name, f"{problem}. {MISSING_FLEETCTL_HINT}")
+
+    def check_fleetctl(self) -> None:
+        """Raise :class:`FleetError` if the machine has no fleetctl; asked once a machine."""
+        machine = self.machine
+        if machine.name in self._found_on:
+            return
+        lookup = f"command -v {shlex.quote(self.fleetctl)}"
+        try:
+            found = machine.ssh.run(lookup, check=False, timeout=self.timeout)
+        except SSHError as error:
+            raise FleetError(machine.name, f"cannot look for fleetctl: {error}") from error
+        if not found.ok:
+            raise self._missing(machine, f"the machine has no fleetctl ({lookup!r} found nothing)")
+        self._found_on.add(machine.name)
+
+    def run(
+        self, *args: str, ok_statuses: Iterable[int] = (0,), timeout: float | None = None
+    ) -> CommandResult:
+        """Run ``fleetctl ARGS`` on the machine; a failure (an exit status not in
+        ``ok_statuses``, a timeout, a lost connection) raises :class:`FleetError`."""
+        self.check_fleetctl()
+        machine = self.machine
+        command = self.command(*args)
+        timeout = self.timeout if timeout is None else timeout
+        try:
+            result = machine.ssh.run(command, check=False, timeout=timeout)
+        except SSHError as error:
+            raise FleetError(machine.name, f"{shlex.join(command)}: {error.problem}") from error
+        if result.exit_status == COMMAND_NOT_FOUND and "not found" in result.stderr:
+            raise self._missing(machine, f"{result.command!r}: {result.stderr.strip()}")
+        if result.exit_status not in tuple(ok_statuses):
+            problem = f"{result.command!r} exited with status {result.exit_status}"
+            stderr = "\n".join(result.stderr.strip().splitlines()[-10:])
+            if stderr:
+                problem += f"; stderr:\n{stderr}"
+            raise FleetError(machine.name, problem)
+        return result
+
+    # -- units -------------------------------------------------------------------------
+
+    def submit(self, *units: UnitSource, replace: bool = False) -> list[str]:
+        """Hand unit files to fleet without scheduling them; their names, in order.
+
+        Each unit is a local file (its name is the unit's) or ``(name, content)``. The
+        text goes to the machine unchanged (``[X-Fleet]`` sections included), into a
+        temporary folder that is removed afterwards, and ``fleetctl submit`` reads it there.
+        """
+        named = []
+        for unit in units:
+            if isinstance(unit, tuple):
+                name, content = unit
+            else:
+                path = Path(unit)
+                name, content = path.name, path.read_text()
+            named.append((_unit_name(name), content))
+        if not named:
+            return []
+        self.check_fleetctl()
+        machine = self.machine
+        folder = self._temporary_folder(machine)
+        try:
+            remote_paths = []
+            for name, content in named:
+                remote_path = f"{folder}/{name}"
+                machine.ssh.write_text(remote_path, content)
+                remote_paths.append(remote_path)
+            self.run("submit", *(["--replace"] if replace else []), *remote_paths)
+        except SSHError as error:
+            raise FleetError(machine.name, f"cannot copy unit files: {error}") from error
+        finally:
+            # A temporary folder left behind must not hide what went wrong.
+            with contextlib.suppress(SSHError):
+                machine.ssh.run(["rm", "-rf", "--", folder], check=False, timeout=self.timeout)
+        return [name for name, _ in named]
+
+    def _temporary_folder(self, machine: Machine) -> str:
+        try:
+            made = machine.ssh.run(
+                ["mktemp", "-d", "/tmp/pytest-coreos-fleet.XXXXXX"],
+                check=False,
+                timeout=self.timeout,
+            )
+        except SSHError as error:
+            raise FleetError(
+                machine.name, f"cannot make a folder for unit files: {error}"
+            ) from error
+        if not made.ok or not made.stdout.strip():
+            raise FleetError(
+                machine.name, f"cannot make a folder for unit files: {made.stderr.strip()}"
+            )
+        return made.stdout.strip()
+
+    def load(self, *names: str, timeout: float | None = None) -> None:
+        """Schedule units onto machines without starting them, and wait until each is
+        loaded there (``fleetctl load``)."""
+        self.run("load", "--no-block", *names, timeout=timeout)
+        self.wait_for_units(names, "loaded", timeout=timeout)
+
+    def start(self, *names: str, replace: bool = False, timeout: float | None = None) -> None:
+        """Start units (scheduling them first if needed), and wait until every one is
+        active (``fleetctl start``; a global unit on every machine it runs on)."""
+        self.run(
+            "start", "--no-block", *(["--replace"] if replace else []), *names, timeout=timeout
+        )
+        self.wait_for_units(names, "active", timeout=timeout)
+
+    def stop(self, *names: str, timeout: float | None = None) -> None:
+        """Stop units, leaving them loaded; fleetctl waits until fleet reports them so."""
+        self.run("stop", *names, timeout=timeout)
+
+    def unload(self, *names: str, timeout: float | None = None) -> None:
+        """Unschedule units; fleet keeps their files. fleetctl waits until they are."""
+        self.run("unload", *names, timeout=timeout)
+
+    def destroy(self, *names: str, timeout: float | None = None) -> None:
+        """Stop units and remove them from fleet; fleetctl waits until they are gone."""
+        self.run("destroy", *names, timeout=timeout)
+
+    # -- listings ------------------------------------------------------------------------
+
+    def _listing(self, command: str, fields: Sequence[str]) -> str:
+        return self.run(command, "--no-legend", "--full", f"--fields={','.join(fields)}").stdout
+
+    def list_units(self) -> list[FleetUnit]:
+        """Every unit loaded on a machine, as its machine last reported it."""
+        output = self._listing("list-units", UNIT_FIELDS)
+        try:
+            return parse_list_units(output)
+        except ValueError as error:
+            raise FleetError(self.machine.name, f"unreadable list-units output: {error}") from error
+
+    def list_unit_files(self) -> list[FleetUnitFile]:
+        """Every unit fleet knows, loaded or not."""
+        output = self._listing("list-unit-files", UNIT_FILE_FIELDS)
+        try:
+            return parse_list_unit_files(output)
+        except ValueError as error:
+            raise FleetError(
+                self.machine.name, f"unreadable list-unit-files output: {error}"
+            ) from error
+
+    def list_machines(self) -> list[FleetMachine]:
+        """Every machine whose fleet is part of the cluster."""
+        output = self._listing("list-machines", MACHINE_FIELDS)
+        try:
+            return parse_list_machines(output)
+        except ValueError as error:
+            raise FleetError(
+                self.machine.name, f"unreadable list-machines output: {error}"
+            ) from error
+
+    # -- a unit's machine ----------------------------------------------------------------
+
+    def _where(self, name: str) -> Fleet:
+        """This fleetctl on the machine that runs unit ``name``, where fleetctl reads its
+        status and journal itself, with no SSH hop (which would need an agent); this one
+        where that machine is not among the cluster's or the unit runs on several."""
+        rows = [unit for unit in self.list_units() if unit.unit == name]
+        if len(rows) != 1 or rows[0].machine_ip is None:
+            return self
+        for machine in self.cluster.machines:
+            if rows[0].machine_ip in (machine.public_ipv4, machine.private_ipv4):
+                return self if machine is self.machine else self.on(machine)
+        return self
+
+    def status(self, name: str) -> str:
+        """``fleetctl status``: systemd's status of the unit on its machine."""
+        return self._where(name).run("status", name, ok_statuses=(0, STATUS_NOT_RUNNING)).stdout
+
+    def journal(self, name: str, lines: int = 10) -> str:
+        """``fleetctl journal``: the last ``lines`` lines of the unit's journal."""
+        return self._where(name).run("journal", f"--lines={lines}", name).stdout
+
+    # -- waiting -------------------------------------------------------------------------
+
+    def wait_for_units(
+        self, names: Iterable[str], state: str = "active", *, timeout: float | None = None
+    ) -> list[FleetUnit]:
+        """Poll ``list-units`` until every unit of ``names`` is listed and each of its rows
+        reports ``state`` as its load, active or sub state (``loaded``, ``active``,
+        ``running``, ``failed``...), and return those rows. On timeout :class:`FleetError`
+        names the units still waiting and shows the last listing."""
+        wanted = list(names)
+        timeout = self.timeout if timeout is None else timeout
+        last: list[FleetUnit] = []
+
+        def check() -> list[FleetUnit]:
+            try:
+                units = self.list_units()
+            except FleetError as error:  # fleet may answer again (etcd elects a leader)
+                raise NotReady(error.problem) from error
+            last[:] = units
+            waiting = units_not_in_state(units, wanted, state)
+            if waiting:
+                raise NotReady(f"not yet {state}: {', '.join(waiting)}")
+            return [unit for unit in units if unit.unit in wanted]
+
+        self.check_fleetctl()
+        try:
+            return poll(
+                check,
+                what=f"fleet units to be {state}",
+                timeout=timeout,
+                interval=POLL_INTERVAL,
+                max_interval=POLL_MAX_INTERVAL,
+            )
+        except BootTimeoutError as error:
+            raise FleetError(
+                self.machine.name,
+                f"units not {state} within {timeout:g}s: {error.last_state}\n"
+                f"--- last fleetctl list-units ---\n{format_units(last)}",
+            ) from error

@@ -1,0 +1,588 @@
+"""The stand-in box's coreos-cloudinit and Ignition: applies the machine's config.
+
+On CoreOS, Vagrant's provisioners copied the cluster's ``user-data`` to
+``/var/lib/coreos-vagrant/vagrantfile-user-data`` and coreos-cloudinit applied it. The
+Debian stand-in box runs this agent instead (from a systemd path unit, and at every boot):
+``$private_ipv4``/``$public_ipv4`` become the machine's private network address, the
+``coreos.etcd``/``coreos.etcd2`` section becomes etcd's ``ETCD_*`` environment through
+:func:`pytest_coreos.config.etcd_env.etcd_environment` (the one mapping the local provider
+uses too: the image build copies the package's pure ``config`` modules next to this file),
+and ``coreos.units`` are
+written, enabled and started with systemd.
+
+On Flatcar, Ignition applies a JSON config (spec 3.x) once, in the initramfs, before
+systemd starts the system. Where the machine has one, this agent applies it instead of
+user-data, at every boot (a container of the nspawn provider starts afresh each time):
+from QEMU's firmware config, where Flatcar's images read it
+(``/sys/firmware/qemu_fw_cfg/by_name/opt/org.flatcar-linux/config/raw``: the box loads
+``qemu_fw_cfg``), or from ``/usr/share/oem/config.ign`` (a file the nspawn provider
+mounts). It writes ``storage.files`` (``data:`` URLs, gzip, mode), ``systemd.units``
+(contents, drop-ins, mask, enabled: enabled units are then started, as they would have
+been by the boot Ignition precedes), the SSH keys of ``passwd.users`` (a user it does not
+have is made, with passwordless sudo like Flatcar's ``core``) and the hostname; what else
+the config asks for is listed in the status file, not applied.
+
+Ignition configs written for Flatcar run etcd as ``etcd-member.service``, with their
+``ETCD_*`` settings in a drop-in. The box has that unit itself (installed by the box
+build, beside Debian's ``etcd.service``): it runs ``/usr/lib/flatcar/etcd-wrapper``, which
+on Flatcar starts etcd's container and here execs Debian's etcd binary, so a drop-in
+written for Flatcar configures it unchanged. That keeps the agent from renaming units: a
+unit of the config is applied as named, and one the box lacks (``fleet.service``) is
+reported, not started.
+
+The functions that decide what to do are pure, so the plugin's tests run them on the host.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import ipaddress
+import json
+import os
+import pwd
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from pytest_coreos.config import cloud_config, etcd_env
+from pytest_coreos.config.units import DROP_IN_NAME, UNIT_NAME, systemd_quote
+from pytest_coreos.errors import UserDataError
+
+USER_DATA = Path("/var/lib/coreos-vagrant/vagrantfile-user-data")
+ENVIRONMENT = Path("/etc/environment")
+STATUS = Path("/run/coreos-agent/status.json")
+PERSISTENT_UNITS = Path("/etc/systemd/system")
+RUNTIME_UNITS = Path("/run/systemd/system")
+# The box's etcd unit; Debian's etcd-server also names it etcd2.service (an alias).
+ETCD_UNIT = "etcd.service"
+ETCD_DROP_IN = "20-cloudinit.conf"
+ADDRESS_WAIT_SECONDS = 120.0
+# Where an Ignition config is found, in this order: QEMU's firmware config under Flatcar's
+# name, then a file the provider mounts (the nspawn provider).
+IGNITION_SOURCES = (
+    Path("/sys/firmware/qemu_fw_cfg/by_name/opt/org.flatcar-linux/config/raw"),
+    Path("/usr/share/oem/config.ign"),
+)
+HOSTNAME_FILE = Path("/etc/hostname")
+SUDOERS = Path("/etc/sudoers.d")
+_USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+
+# etcd 3.4 serves the v2 API (what CoreOS's etcd and etcd2 spoke, and what the plugin's
+# handles use) only when asked to.
+STAND_IN_ETCD_ENVIRONMENT = {"ETCD_ENABLE_V2": "true"}
+
+# The unit commands coreos-cloudinit accepted.
+UNIT_COMMANDS = frozenset(
+    {
+        "start",
+        "stop",
+        "restart",
+        "reload",
+        "try-restart",
+        "reload-or-restart",
+        "reload-or-try-restart",
+    }
+)
+
+
+class AgentError(Exception):
+    """The user-data asks for something the agent cannot do."""
+
+
+# --- the machine's addresses ----------------------------------------------------------------
+
+
+def read_environment(text: str) -> dict[str, str]:
+    """``/etc/environment`` as a dict (``KEY=value`` lines, optional quotes)."""
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        key = key.strip().removeprefix("export ").strip()
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+def parse_addresses(ip_output: str) -> list[tuple[str, str]]:
+    """(interface, IPv4 address) pairs from ``ip -4 -o addr show scope global``."""
+    pairs = []
+    for line in ip_output.splitlines():
+        match = re.search(r"^\d+:\s+(\S+?)(?:@\S+)?\s+inet\s+(\d+\.\d+\.\d+\.\d+)/", line)
+        if match:
+            pairs.append((match.group(1), match.group(2)))
+    return pairs
+
+
+def parse_default_interfaces(route_output: str) -> set[str]:
+    """Interfaces that carry a default route, from ``ip -4 route show default``."""
+    return set(re.findall(r"\bdev\s+(\S+)", route_output))
+
+
+def choose_private_address(
+    environment: Mapping[str, str],
+    addresses: Sequence[tuple[str, str]],
+    default_interfaces: set[str],
+) -> str | None:
+    """The machine's private network address, as coreos-cloudinit's ``$private_ipv4``.
+
+    The provisioner writes ``COREOS_PRIVATE_IPV4`` to ``/etc/environment`` as CoreOS's
+    Vagrant support did; without it, the first global address of an interface that is
+    not the management one (the one holding the default route).
+    """
+    given = environment.get("COREOS_PRIVATE_IPV4", "")
+    if given:
+        try:
+            ipaddress.IPv4Address(given)
+        except ValueError:
+            raise AgentError(f"COREOS_PRIVATE_IPV4={given!r} is not an IPv4 address") from None
+        return given
+    for interface, address in addresses:
+        if interface not in default_interfaces:
+            return address
+    return None
+
+
+def choose_public_address(environment: Mapping[str, str], private: str) -> str:
+    """``$public_ipv4``: ``COREOS_PUBLIC_IPV4`` where given, else the private address
+    (coreos-vagrant's machines had no other)."""
+    return environment.get("COREOS_PUBLIC_IPV4") or private
+
+
+# --- what to write and run ------------------------------------------------------------------
+
+
+def etcd_drop_in(environment: Mapping[str, str]) -> str:
+    """The drop-in that gives etcd its environment, as coreos-cloudinit wrote it."""
+    lines = ["[Service]"]
+    for key, value in environment.items():
+        lines.append(f"Environment={systemd_quote(f'{key}={value}')}")
+    return "\n".join(lines) + "\n"
+
+
+def etcd_environment(
+    user_data: Mapping[str, Any], private_ipv4: str, public_ipv4: str
+) -> tuple[dict[str, str], tuple[str, ...]]:
+    """etcd's environment for this user-data (the shared mapping, then what the stand-in's
+    etcd 3.4 needs to speak like CoreOS's etcd), and the etcd 0.4 keys it had to drop."""
+    converted = etcd_env.etcd_environment(
+        user_data, private_ipv4=private_ipv4, public_ipv4=public_ipv4
+    )
+    env = dict(converted.env)
+    for key, value in STAND_IN_ETCD_ENVIRONMENT.items():
+        env.setdefault(key, value)
+    return env, converted.dropped
+
+
+@dataclass
+class Plan:
+    """Everything one application of the user-data does, in order."""
+
+    files: dict[Path, str] = field(default_factory=dict)
+    masks: list[str] = field(default_factory=list)
+    enables: list[str] = field(default_factory=list)
+    commands: list[tuple[str, str]] = field(default_factory=list)  # (command, unit)
+    notes: list[str] = field(default_factory=list)
+
+
+def _unit_name(value: object, where: str) -> str:
+    if not isinstance(value, str) or not UNIT_NAME.fullmatch(value):
+        raise AgentError(f"{where}: {value!r} is not a systemd unit name")
+    return value
+
+
+def plan(
+    user_data: Mapping[str, Any],
+    private_ipv4: str,
+    public_ipv4: str,
+    *,
+    persistent: Path = PERSISTENT_UNITS,
+    runtime: Path = RUNTIME_UNITS,
+) -> Plan:
+    """What the user-data asks of this machine: etcd's drop-in, then every unit's files,
+    masks, enables and commands, in the order coreos-cloudinit applied them."""
+    result = Plan()
+    env, dropped = etcd_environment(user_data, private_ipv4, public_ipv4)
+    result.files[runtime / f"{ETCD_UNIT}.d" / ETCD_DROP_IN] = etcd_drop_in(env)
+    result.notes.extend(f"etcd key {key!r} has no etcd 3 equivalent; ignored" for key in dropped)
+    coreos = user_data.get("coreos") or {}
+    units = coreos.get("units") or []
+    if not isinstance(units, list):
+        raise AgentError("coreos.units is not a list")
+    for index, unit in enumerate(units):
+        where = f"coreos.units[{index}]"
+        if not isinstance(unit, Mapping):
+            raise AgentError(f"{where} is not a mapping")
+        name = _unit_name(unit.get("name"), f"{where}.name")
+        base = runtime if unit.get("runtime") is True else persistent
+        content = unit.get("content")
+        if content is not None:
+            if not isinstance(content, str):
+                raise AgentError(f"{where}.content is not text")
+            result.files[base / name] = etcd_env.substitute(content, private_ipv4, public_ipv4)
+        for drop_in_index, drop_in in enumerate(unit.get("drop-ins") or []):
+            drop_where = f"{where}.drop-ins[{drop_in_index}]"
+            if not isinstance(drop_in, Mapping):
+                raise AgentError(f"{drop_where} is not a mapping")
+            drop_name = drop_in.get("name")
+            if not isinstance(drop_name, str) or not DROP_IN_NAME.fullmatch(drop_name):
+                raise AgentError(f"{drop_where}.name: {drop_name!r} is not a *.conf name")
+            text = drop_in.get("content")
+            if not isinstance(text, str):
+                raise AgentError(f"{drop_where}.content is not text")
+            result.files[base / f"{name}.d" / drop_name] = etcd_env.substitute(
+                text, private_ipv4, public_ipv4
+            )
+        if unit.get("mask") is True:
+            result.masks.append(name)
+        if unit.get("enable") is True:
+            result.enables.append(name)
+        command = unit.get("command")
+        if command is not None:
+            if command not in UNIT_COMMANDS:
+                raise AgentError(
+                    f"{where}.command: {command!r} is not one of {', '.join(sorted(UNIT_COMMANDS))}"
+                )
+            result.commands.append((str(command), name))
+    ignored = [key for key in user_data if key != "coreos"]
+    ignored += [f"coreos.{key}" for key in coreos if key not in ("etcd", "etcd2", "units")]
+    if ignored:
+        result.notes.append("not applied by the stand-in box: " + ", ".join(ignored))
+    return result
+
+
+# --- Ignition -------------------------------------------------------------------------------
+
+
+@dataclass
+class IgnitionPlan:
+    """Everything one application of an Ignition config does, in order."""
+
+    files: dict[Path, tuple[bytes, int]] = field(default_factory=dict)  # content, mode
+    hostname: str | None = None
+    users: dict[str, list[str]] = field(default_factory=dict)  # name: SSH keys
+    masks: list[str] = field(default_factory=list)
+    enables: list[str] = field(default_factory=list)
+    disables: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def decode_data_url(source: object, where: str) -> bytes:
+    """The bytes of a ``data:`` URL (RFC 2397: percent-encoded, or ``;base64``)."""
+    if not isinstance(source, str) or not source.startswith("data:") or "," not in source:
+        raise AgentError(f"{where}: only data: URLs are applied by the stand-in, not {source!r}")
+    header, _, payload = source[len("data:") :].partition(",")
+    if header.endswith(";base64"):
+        try:
+            return base64.b64decode(unquote_to_bytes(payload), validate=True)
+        except ValueError as error:
+            raise AgentError(f"{where}: bad base64 ({error})") from None
+    return unquote_to_bytes(payload)
+
+
+def _mapping(value: object, where: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise AgentError(f"{where} is not an object")
+    return value
+
+
+def _list(value: object, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise AgentError(f"{where} is not an array")
+    return value
+
+
+def _others(section: Mapping[str, Any], known: set[str], prefix: str) -> list[str]:
+    return [f"{prefix}{key}" for key in section if key not in known and section[key]]
+
+
+def plan_ignition(
+    config: Mapping[str, Any], *, persistent: Path = PERSISTENT_UNITS
+) -> IgnitionPlan:
+    """What an Ignition config asks of this machine, as far as the stand-in applies it."""
+    result = IgnitionPlan()
+    version = _mapping(config.get("ignition"), "ignition").get("version")
+    if not isinstance(version, str) or not version.startswith("3."):
+        raise AgentError(f"ignition.version {version!r} is not a spec 3 version")
+    ignored = _others(config, {"ignition", "storage", "systemd", "passwd"}, "")
+    ignored += _others(_mapping(config.get("ignition"), "ignition"), {"version"}, "ignition.")
+    storage = _mapping(config.get("storage"), "storage")
+    ignored += _others(storage, {"files"}, "storage.")
+    for index, entry in enumerate(_list(storage.get("files"), "storage.files")):
+        where = f"storage.files[{index}]"
+        entry = _mapping(entry, where)
+        path = entry.get("path")
+        if not isinstance(path, str) or not path.startswith("/") or "/../" in f"{path}/":
+            raise AgentError(f"{where}.path: {path!r} is not an absolute path")
+        contents = _mapping(entry.get("contents"), f"{where}.contents")
+        data = b""
+        if contents.get("source") is not None:
+            data = decode_data_url(contents["source"], f"{where}.contents.source")
+        compression = contents.get("compression") or ""
+        if compression == "gzip":
+            data = gzip.decompress(data)
+        elif compression:
+            raise AgentError(f"{where}: compression {compression!r} is not gzip")
+        mode = entry.get("mode", 0o644)
+        if not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode <= 0o7777:
+            raise AgentError(f"{where}.mode: {mode!r} is not a file mode")
+        ignored += _others(entry, {"path", "contents", "mode", "overwrite"}, f"{where}.")
+        result.files[Path(path)] = (data, mode)
+        if path == str(HOSTNAME_FILE):
+            result.hostname = data.decode("utf-8", "replace").strip() or None
+    systemd = _mapping(config.get("systemd"), "systemd")
+    for index, unit in enumerate(_list(systemd.get("units"), "systemd.units")):
+        where = f"systemd.units[{index}]"
+        unit = _mapping(unit, where)
+        name = _unit_name(unit.get("name"), f"{where}.name")
+        if unit.get("contents") is not None:
+            if not isinstance(unit["contents"], str):
+                raise AgentError(f"{where}.contents is not text")
+            result.files[persistent / name] = (unit["contents"].encode(), 0o644)
+        for position, dropin in enumerate(_list(unit.get("dropins"), f"{where}.dropins")):
+            dropin = _mapping(dropin, f"{where}.dropins[{position}]")
+            dropin_name = dropin.get("name")
+            if not isinstance(dropin_name, str) or not DROP_IN_NAME.fullmatch(dropin_name):
+                raise AgentError(f"{where}.dropins[{position}].name: {dropin_name!r}")
+            text = dropin.get("contents") or ""
+            if not isinstance(text, str):
+                raise AgentError(f"{where}.dropins[{position}].contents is not text")
+            result.files[persistent / f"{name}.d" / dropin_name] = (text.encode(), 0o644)
+        if unit.get("mask") is True:
+            result.masks.append(name)
+        if unit.get("enabled") is True:
+            result.enables.append(name)
+        elif unit.get("enabled") is False:
+            result.disables.append(name)
+    passwd = _mapping(config.get("passwd"), "passwd")
+    ignored += _others(passwd, {"users"}, "passwd.")
+    for index, user in enumerate(_list(passwd.get("users"), "passwd.users")):
+        where = f"passwd.users[{index}]"
+        user = _mapping(user, where)
+        user_name = user.get("name")
+        if not isinstance(user_name, str) or not _USER_NAME.fullmatch(user_name):
+            raise AgentError(f"{where}.name: {user_name!r} is not a user name")
+        keys = _list(user.get("sshAuthorizedKeys"), f"{where}.sshAuthorizedKeys")
+        if any(not isinstance(key, str) or "\n" in key for key in keys):
+            raise AgentError(f"{where}.sshAuthorizedKeys: each key is one line of text")
+        result.users.setdefault(user_name, []).extend(key for key in keys if key)
+        ignored += _others(user, {"name", "sshAuthorizedKeys"}, f"{where}.")
+    if ignored:
+        result.notes.append("not applied by the stand-in box: " + ", ".join(ignored))
+    return result
+
+
+def find_ignition(sources: Sequence[Path] = IGNITION_SOURCES) -> Path | None:
+    """The first place that holds an Ignition config, or None."""
+    for path in sources:
+        try:
+            # Read, not stat'ed: sysfs gives the firmware config entry a size of 0.
+            with path.open("rb") as handle:
+                if handle.read(1):
+                    return path
+        except OSError:
+            continue
+    return None
+
+
+def _same_file(path: Path, data: bytes, mode: int) -> bool:
+    try:
+        return path.read_bytes() == data and path.stat().st_mode & 0o7777 == mode
+    except OSError:
+        return False
+
+
+def _write_file(path: Path, data: bytes, mode: int) -> None:
+    if _same_file(path, data, mode):
+        return  # also where it cannot be replaced (the nspawn provider's read-only hostname)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(data)
+    temporary.chmod(mode)
+    temporary.replace(path)
+
+
+def _install_keys(name: str, keys: Sequence[str]) -> str | None:
+    """Give user ``name`` these SSH keys, making the user (with sudo) if there is none."""
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        made = _run(["useradd", "--create-home", "--shell", "/bin/bash", name])
+        if made.returncode != 0:
+            return f"user {name}: {made.stderr.strip()}"
+        _write_file(
+            SUDOERS / f"ignition-{name}", f"{name} ALL=(ALL) NOPASSWD:ALL\n".encode(), 0o440
+        )
+    entry = pwd.getpwnam(name)
+    ssh = Path(entry.pw_dir) / ".ssh"
+    ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _write_file(ssh / "authorized_keys", "".join(f"{key}\n" for key in keys).encode(), 0o600)
+    for path in (ssh, ssh / "authorized_keys"):
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    return None
+
+
+def apply_ignition(text: str, source: Path) -> dict[str, Any]:
+    """Apply Ignition config ``text`` to this machine; return what was done."""
+    config = json.loads(text)
+    if not isinstance(config, dict):
+        raise AgentError(f"{source}: not an Ignition config object")
+    todo = plan_ignition(config)
+    for path, (data, mode) in todo.files.items():
+        _write_file(path, data, mode)
+    failures: list[str] = []
+    if todo.hostname is not None and _run(["hostname", todo.hostname]).returncode != 0:
+        failures.append(f"hostname {todo.hostname}")
+    for name, keys in todo.users.items():
+        problem = _install_keys(name, keys)
+        if problem is not None:
+            failures.append(problem)
+    for name in todo.masks:
+        if _run(["systemctl", "mask", name]).returncode != 0:
+            failures.append(f"mask {name}")
+    subprocess.run(["systemctl", "daemon-reload"], check=True)
+    skipped: list[str] = []
+    started: list[str] = []
+    for name in todo.disables:
+        _run(["systemctl", "disable", name])
+    for name in todo.enables:
+        if not _unit_exists(name):
+            skipped.append(name)  # a Flatcar unit the stand-in box does not have
+            continue
+        enabled = _run(["systemctl", "enable", name])
+        if enabled.returncode != 0:
+            failures.append(f"enable {name}: {enabled.stderr.strip()}")
+            continue
+        # Ignition runs before the boot that starts enabled units; this runs during it.
+        done = _run(["systemctl", "--no-block", "start", name])
+        if done.returncode != 0:
+            failures.append(f"start {name}: {done.stderr.strip()}")
+        else:
+            started.append(name)
+    notes = list(todo.notes)
+    if skipped:
+        notes.append("no such unit in the stand-in box, not enabled: " + ", ".join(skipped))
+    return {
+        "ignition": str(source),
+        "files": sorted(str(path) for path in todo.files),
+        "users": sorted(todo.users),
+        "hostname": todo.hostname,
+        "started": started,
+        "masked": todo.masks,
+        "notes": notes,
+        "failures": failures,
+    }
+
+
+# --- doing it -------------------------------------------------------------------------------
+
+
+def _run(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), capture_output=True, text=True, check=False)
+
+
+def _unit_exists(name: str) -> bool:
+    shown = _run(["systemctl", "show", "--property=LoadState", "--value", name])
+    return shown.stdout.strip() not in ("", "not-found")
+
+
+def wait_for_private_address(timeout: float = ADDRESS_WAIT_SECONDS) -> str:
+    """The private address, waiting for the network to be configured."""
+    deadline = time.monotonic() + timeout
+    while True:
+        environment = read_environment(ENVIRONMENT.read_text() if ENVIRONMENT.exists() else "")
+        addresses = parse_addresses(
+            _run(["ip", "-4", "-o", "addr", "show", "scope", "global"]).stdout
+        )
+        defaults = parse_default_interfaces(_run(["ip", "-4", "route", "show", "default"]).stdout)
+        address = choose_private_address(environment, addresses, defaults)
+        if address is not None:
+            return address
+        if time.monotonic() > deadline:
+            raise AgentError(f"no private network address after {timeout:g}s: {addresses}")
+        time.sleep(1)
+
+
+def apply(text: str) -> dict[str, Any]:
+    """Apply user-data ``text`` to this machine; return what was done, for the status file."""
+    user_data = cloud_config.parse_user_data(text, USER_DATA)
+    private_ipv4 = wait_for_private_address()
+    environment = read_environment(ENVIRONMENT.read_text() if ENVIRONMENT.exists() else "")
+    public_ipv4 = choose_public_address(environment, private_ipv4)
+    todo = plan(user_data, private_ipv4, public_ipv4)
+    for path, content in todo.files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.write_text(content)
+        temporary.replace(path)
+    failures: list[str] = []
+    skipped: list[str] = []
+    for name in todo.masks:
+        if _run(["systemctl", "mask", name]).returncode != 0:
+            failures.append(f"mask {name}")
+    subprocess.run(["systemctl", "daemon-reload"], check=True)
+    for name in todo.enables:
+        enabled = _run(["systemctl", "enable", name])
+        if enabled.returncode != 0:
+            failures.append(f"enable {name}: {enabled.stderr.strip()}")
+    for command, name in todo.commands:
+        if not _unit_exists(name):
+            # A CoreOS unit the stand-in box does not have (fleet.service): said, not fatal.
+            skipped.append(name)
+            continue
+        done = _run(["systemctl", "--no-block", command, name])
+        if done.returncode != 0:
+            failures.append(f"{command} {name}: {done.stderr.strip()}")
+    notes = list(todo.notes)
+    if skipped:
+        notes.append("no such unit in the stand-in box, not started: " + ", ".join(skipped))
+    return {
+        "private_ipv4": private_ipv4,
+        "public_ipv4": public_ipv4,
+        "files": sorted(str(path) for path in todo.files),
+        "commands": [f"{command} {name}" for command, name in todo.commands],
+        "notes": notes,
+        "failures": failures,
+    }
+
+
+def main(argv: Sequence[str] = ()) -> int:
+    ignition = None if argv else find_ignition()
+    path = Path(argv[0]) if argv else USER_DATA
+    if ignition is None and not path.is_file():
+        print(f"coreos-agent: {path} is not a file (yet); nothing to apply")
+        return 0
+    try:
+        if ignition is not None:  # Ignition is the machine's config: no user-data then
+            status = apply_ignition(ignition.read_text(), ignition)
+        else:
+            status = apply(path.read_text())
+    except (AgentError, UserDataError, ValueError, OSError) as error:
+        status = {"error": str(error)}
+        print(f"coreos-agent: {error}", file=sys.stderr)
+    STATUS.parent.mkdir(parents=True, exist_ok=True)
+    STATUS.write_text(json.dumps(status, indent=1) + "\n")
+    for note in status.get("notes", []):
+        print(f"coreos-agent: {note}")
+    for failure in status.get("failures", []):
+        print(f"coreos-agent: failed: {failure}", file=sys.stderr)
+    return 1 if "error" in status or status.get("failures") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,165 @@
+"""The network lab a provider's machines may live in, shared by composition: the local
+provider holds one with ``--coreos-network=netns``, the nspawn provider always.
+
+:class:`Lab` wraps the host's :class:`~pytest_coreos.host.netns.NetworkLab`: it makes it
+(on record before anything of it exists), gives the cluster a discovery service of its
+own on the lab's hub (machines in a lab reach nothing outside it), cuts and heals
+partitions, describes machines whose every connection is made inside the lab, and tears
+it all down.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import paramiko
+
+from pytest_coreos.errors import ConfigError
+from pytest_coreos.handles.machine import machine_names
+from pytest_coreos.handles.ssh import SSHClient
+from pytest_coreos.host.binaries import find_etcd
+from pytest_coreos.host.discovery import DiscoveryService
+from pytest_coreos.host.netns import NAMESPACE_PREFIX, MachineNetwork, NetworkLab, netns_supported
+from pytest_coreos.host.process import ManagedProcess
+from pytest_coreos.providers.protocol import BootContext, MachineDescription
+
+if TYPE_CHECKING:
+    from pytest_coreos.handles.machine import MachineControl
+
+# Addresses inside a lab exist only there, so every lab can use the same private /24.
+LAB_SUBNET = "10.213.7"
+
+
+class Lab:
+    """One cluster's network lab, or none (machines on this host's loopback)."""
+
+    def __init__(self, context: BootContext, network: NetworkLab | None = None) -> None:
+        self.context = context
+        self.network = network
+        self.discovery: DiscoveryService | None = None  # the lab's own
+
+    @classmethod
+    def create(
+        cls,
+        context: BootContext,
+        option: str = "--coreos-network",
+        hint: str = "use --coreos-network=loopback",
+    ) -> Lab:
+        """A network lab for the cluster, on record before anything of it exists; a
+        ConfigError naming ``option`` where labs cannot be made here."""
+        reason = netns_supported()
+        if reason is not None:
+            raise ConfigError(option, f"netns is not available here: {reason}", hint)
+        network = NetworkLab(secrets.token_hex(5), LAB_SUBNET)
+        names = [network.hub] + [
+            f"{NAMESPACE_PREFIX}{network.lab_id}-{name}"
+            for name in machine_names(context.spec.instances)
+        ]
+        context.remember({"namespaces": names})
+        network.create()
+        return cls(context, network)
+
+    @property
+    def active(self) -> bool:
+        """True where the machines live in network namespaces."""
+        return self.network is not None
+
+    def add_machine(self, name: str, index: int) -> MachineNetwork:
+        """Machine ``name``'s namespace, its address the ``index``th of the lab."""
+        assert self.network is not None
+        return self.network.add_machine(name, index)
+
+    @property
+    def namespaces(self) -> list[str]:
+        """The names of its network namespaces, for the state record."""
+        return self.network.namespaces if self.network is not None else []
+
+    def processes(self) -> list[ManagedProcess]:
+        """The processes of its discovery service."""
+        return self.discovery.processes if self.discovery is not None else []
+
+    def discovery_url(self, remember: Callable[[], None]) -> str | None:
+        """The lab's own discovery service's URL for the cluster; None outside a lab or
+        with static discovery (the session's service, or none). ``remember()`` records
+        the service's processes, before and after it starts."""
+        spec = self.context.spec
+        if self.network is None or spec.discovery == "static":
+            return None
+        self.discovery = DiscoveryService(
+            find_etcd(),
+            self.context.paths.discovery,
+            address=self.network.hub_address,
+            command=self.network.hub_command,
+            session=self.network.requests_session(),
+            die_with_parent=not spec.keep,
+        )
+        remember()
+        self.discovery.start(timeout=spec.boot_timeout)
+        remember()
+        return self.discovery.new_cluster(spec.instances)
+
+    def partition(self, groups: Sequence[Sequence[str]]) -> None:
+        """Cut the lab between groups of machines; outside a lab, a ConfigError."""
+        if self.network is None:
+            raise ConfigError(
+                "--coreos-network",
+                "partitions need machines in network namespaces",
+                "run with --coreos-network=netns (as root)",
+            )
+        self.network.partition(*groups)
+
+    def heal(self) -> None:
+        """Undo :meth:`partition`."""
+        if self.network is not None:
+            self.network.heal()
+
+    def shell_prefix(self) -> list[str]:
+        """``ip netns exec HUB``: where a shell command reaches the lab's addresses."""
+        return [] if self.network is None else ["ip", "netns", "exec", self.network.hub]
+
+    def describe_machine(
+        self,
+        description: Mapping[str, Any],
+        *,
+        port: int,
+        user: str,
+        host_key: str,
+        key: paramiko.PKey,
+        identity_file: Path,
+        control: MachineControl,
+        systemd: bool = True,
+    ) -> MachineDescription:
+        """One described machine (name, address, etcd endpoints) for its handle. In a
+        network lab every connection is made inside the lab (its hub namespace): nothing
+        is sent to the lab's addresses from this host's own network."""
+        network = self.network
+        address = description["address"]
+        return MachineDescription(
+            description["name"],
+            private_ipv4=address,
+            public_ipv4=address,
+            ssh=SSHClient(
+                address,
+                port,
+                user,
+                key,
+                host_keys=[paramiko.Ed25519Key.from_private_key_file(host_key)],
+                identity_file=identity_file,
+                name=description["name"],
+                sock_factory=network.connect if network is not None else None,
+            ),
+            etcd_endpoints=description["etcd_endpoints"],
+            control=control,
+            http_session=network.requests_session if network is not None else None,
+            systemd=systemd,
+        )
+
+    def close(self) -> None:
+        """Stop its discovery service and destroy the lab."""
+        if self.discovery is not None:
+            self.discovery.close()
+        if self.network is not None:
+            self.network.destroy()

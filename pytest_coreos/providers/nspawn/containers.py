@@ -1,0 +1,446 @@
+"""The nspawn provider's machines: each a systemd-nspawn container booting the Debian
+stand-in rootfs the Vagrant box is built from (``python -m pytest_coreos.image --rootfs``),
+with systemd as PID 1, sshd and etcd inside, and the user-data applied by the image's own
+coreos-agent.
+
+Each container lives in a network namespace of a :class:`NetworkLab` (its ``eth0`` has
+its address already: no DHCP), reached only through the lab's hub. What differs between
+machines is bind-mounted over the read-only image (``--volatile=overlay`` keeps every
+write in a tmpfs of the container's own): its hostname, its pinned SSH host key, root's
+``authorized_keys`` (the session's key), the user-data the agent applies, and an etcd
+data folder of its own, kept across ``stop()``/``start()``.
+
+Root only: namespaces and containers need it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import paramiko
+
+from pytest_coreos.config import cloud_config, etcd_env
+from pytest_coreos.errors import ConfigError, ProcessError
+from pytest_coreos.handles.machine import machine_names
+from pytest_coreos.host.netns import NAMESPACE_PREFIX
+from pytest_coreos.host.process import (
+    ManagedProcess,
+    descendants_of,
+    kill_all,
+    process_start_time,
+)
+from pytest_coreos.host.sshd import generate_ed25519_key
+from pytest_coreos.image import builder
+from pytest_coreos.providers.common import ETCD_JOURNAL_UNITS
+from pytest_coreos.providers.lab import Lab
+from pytest_coreos.providers.protocol import BootContext, MachineDescription
+
+OPTION = "--coreos-provider"
+# Where a finished rootfs may be named directly (skips the image build).
+ROOTFS_ENVIRONMENT = "PYTEST_COREOS_ROOTFS"
+USER_DATA = "/var/lib/coreos-vagrant/vagrantfile-user-data"
+IGNITION = "/usr/share/oem/config.ign"  # where the stand-in's agent looks for one
+# The container's init: found among systemd-nspawn's children once it has exec'ed.
+LEADER_WAIT = 10.0
+STOP_GRACE = 15.0
+CGROUPS = Path("/sys/fs/cgroup")
+# Moves the shell into each cgroup named before "--", then runs the rest in its place.
+_ENTER_CGROUPS = (
+    'while [ "$1" != -- ]; do echo $$ > "$1/cgroup.procs" || exit 1; shift; done; shift; exec "$@"'
+)
+# Debian's ifupdown would bring up lo (already up) and fail: the container has no
+# CAP_NET_ADMIN in a namespace it did not make. eth0 is configured by the lab.
+INTERFACES = "# eth0 and lo are configured by pytest-coreos's network lab.\n"
+
+
+def etcd_client_urls(user_data: Mapping[str, Any], address: str) -> list[str]:
+    """Where the machine at ``address`` serves etcd's clients, as its user-data says."""
+    env = etcd_env.etcd_environment(user_data, private_ipv4=address, public_ipv4=address).env
+    urls = env.get("ETCD_ADVERTISE_CLIENT_URLS", f"http://{address}:2379")
+    return [url.strip() for url in urls.split(",") if url.strip()]
+
+
+def _nspawn() -> str:
+    path = shutil.which("systemd-nspawn")
+    if path is None:
+        raise ConfigError(
+            OPTION,
+            "nspawn: systemd-nspawn is not installed",
+            "install Debian's systemd-container package",
+        )
+    return path
+
+
+def find_rootfs(context: BootContext) -> Path:
+    """The stand-in rootfs: ``$PYTEST_COREOS_ROOTFS``, or what the package's image builder
+    (``python -m pytest_coreos.image --rootfs``) builds (about a minute, once) or finds in
+    its cache, its progress shown as it goes."""
+    given = os.environ.get(ROOTFS_ENVIRONMENT)
+    if given:
+        path = Path(given)
+        if not (path / "usr/lib/systemd/systemd").exists():
+            raise ConfigError(ROOTFS_ENVIRONMENT, f"{path} is not a rootfs with systemd")
+        return path
+    return builder.build("--rootfs", context.paths.image_log, context.progress)
+
+
+def container_cgroups(name: str) -> list[Path]:
+    """A cgroup of container ``name``'s own (its network namespace's name, which starts
+    with ``pytest-coreos-``) under this process's, in systemd's hierarchies (the named v1
+    ``systemd`` one and the unified one, or the one v2 tree).
+
+    systemd-nspawn, unregistered, keeps its caller's cgroup: containers started from one
+    process would share it, and with it every unit's cgroup (a unit of the same name in
+    two containers would be one cgroup, each systemd creating and removing it under the
+    other's feet: units failing with status 219/CGROUP).
+    """
+    found = []
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        hierarchy, controllers, path = line.split(":", 2)
+        if controllers == "name=systemd":
+            mount = CGROUPS / "systemd"
+        elif hierarchy == "0" and not controllers:
+            unified = CGROUPS / "unified"
+            mount = unified if (unified / "cgroup.procs").exists() else CGROUPS
+        else:
+            continue
+        found.append(mount / path.lstrip("/") / name)
+    return found
+
+
+def remove_cgroups(cgroups: Sequence[Path], timeout: float = 5.0) -> None:
+    """Remove the cgroups, deepest first, once the processes that were in them are gone
+    (the kernel ends a container's processes shortly after its init)."""
+    deadline = time.monotonic() + timeout
+    for cgroup in cgroups:
+        while cgroup.exists():
+            try:
+                for folder, _, _ in sorted(os.walk(cgroup), key=lambda e: -len(e[0])):
+                    os.rmdir(folder)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
+
+
+def _ids(rootfs: Path, user: str) -> tuple[int, int]:
+    """The uid and gid of ``user`` inside the rootfs."""
+    for line in (rootfs / "etc/passwd").read_text().splitlines():
+        fields = line.split(":")
+        if fields[0] == user:
+            return int(fields[2]), int(fields[3])
+    raise ConfigError(OPTION, f"nspawn: the rootfs {rootfs} has no user {user!r}")
+
+
+class Container:
+    """One machine: its systemd-nspawn process and, once booted, the container's init."""
+
+    def __init__(self, name: str, process: ManagedProcess, cgroups: Sequence[Path] = ()) -> None:
+        self.name = name
+        self.process = process
+        self.cgroups = list(cgroups)  # its own (see container_cgroups)
+        self.leader: ManagedProcess | None = None
+
+    @property
+    def processes(self) -> list[ManagedProcess]:
+        return [self.process] + ([self.leader] if self.leader is not None else [])
+
+    @property
+    def running(self) -> bool:
+        return self.process.running
+
+    def start(self) -> None:
+        if self.running:
+            return
+        self.process.start()
+        self.leader = None
+        self.find_leader()
+
+    def find_leader(self) -> None:
+        """Note the container's init (a child of systemd-nspawn), so that it is reaped
+        even if systemd-nspawn alone dies: it would outlive it."""
+        pid = self.process.pid
+        deadline = time.monotonic() + LEADER_WAIT
+        while pid is not None and self.process.running and time.monotonic() < deadline:
+            for child in descendants_of([pid]):
+                try:
+                    comm = Path(f"/proc/{child}/comm").read_text().strip()
+                except OSError:
+                    continue
+                if comm == "systemd":
+                    self.leader = ManagedProcess.from_record(
+                        {
+                            "name": f"{self.name} init",
+                            "argv": [],
+                            "log_path": str(self.process.log_path),
+                            "env": None,
+                            "cwd": None,
+                            "pid": child,
+                            "start_time": process_start_time(child),
+                        },
+                        die_with_parent=False,
+                    )
+                    return
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        """A clean shutdown: systemd-nspawn asks the container's systemd to power off."""
+        if self.process.running and self.process.pid is not None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            if self.process.wait(STOP_GRACE):
+                self._wait_leader()
+                return
+        self.kill()
+
+    def _wait_leader(self) -> None:
+        if self.leader is not None:
+            self.leader.wait(5.0)
+
+    def kill(self) -> None:
+        self.resume()
+        kill_all(self.processes)
+
+    def _signal_all(self, signum: int) -> None:
+        pids = [p.pid for p in self.processes if p.pid is not None and p.running]
+        for pid in [*pids, *descendants_of(pids)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    def pause(self) -> None:
+        self._signal_all(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal_all(signal.SIGCONT)
+
+    def logs(self, lines: int) -> str:
+        """etcd's journal in the container (read with nsenter, no network), else the
+        container's console."""
+        leader = self.leader
+        if leader is not None and leader.running and leader.pid is not None:
+            units = [arg for unit in ETCD_JOURNAL_UNITS for arg in ("-u", unit)]
+            result = subprocess.run(
+                ["nsenter", "-t", str(leader.pid), "-m", "-p", "-u", "--",
+                 "journalctl", "--no-pager", "-q", "-n", str(lines), *units],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=20,
+            )  # fmt: skip
+            if result.returncode == 0:
+                return result.stdout
+        return self.process.log_tail(lines)
+
+    def check_alive(self) -> None:
+        if self.process.started and not self.process.running:
+            status = self.process.exit_status
+            raise ProcessError(
+                f"{self.name} systemd-nspawn",
+                "exited" if status is None else f"exited with status {status}",
+                self.process.log_tail(),
+            )
+
+
+class NspawnDeployment:
+    """A cluster of systemd-nspawn containers in a network lab of its own."""
+
+    def __init__(self, context: BootContext) -> None:
+        self.context = context
+        self.notices: list[str] = []
+        self.containers: list[Container] = []
+        self._descriptions: list[dict[str, Any]] = []
+        self.rootfs: Path | None = None
+        if os.geteuid() != 0:
+            raise ConfigError(
+                OPTION,
+                "nspawn needs root (containers in network namespaces)",
+                "run pytest as root, or use --coreos-provider=local",
+            )
+        self.nspawn = _nspawn()
+        context.workdir.mkdir(parents=True, exist_ok=True)
+        self.rootfs = find_rootfs(context)
+        self.lab = Lab.create(context, OPTION, "use --coreos-provider=local")
+
+    @property
+    def pids(self) -> list[int]:
+        return [
+            process.pid
+            for process in self.machine_processes()
+            if process.pid is not None and process.running
+        ]
+
+    @property
+    def faults_allowed(self) -> bool:
+        return True
+
+    def discovery_url(self) -> str | None:
+        return self.lab.discovery_url(lambda: self.context.remember(self.describe()))
+
+    def partition(self, groups: Sequence[Sequence[str]]) -> None:
+        self.lab.partition(groups)
+
+    def heal(self) -> None:
+        self.lab.heal()
+
+    def shell_prefix(self) -> list[str]:
+        return self.lab.shell_prefix()
+
+    def detach(self) -> None:
+        """Leave the containers running (a kept cluster) and let go of them."""
+        for process in self.machine_processes():
+            process.detach()
+
+    def boot(self) -> list[MachineDescription]:
+        context = self.context
+        lab = self.lab
+        assert self.rootfs is not None
+        etcd_ids = _ids(self.rootfs, "etcd")
+        user_data = context.paths.user_data
+        if context.write_ignition is None and not user_data.is_file():
+            user_data.write_text(cloud_config.render_user_data(context.user_data))
+        die_with_parent = not context.spec.keep
+        for index, name in enumerate(machine_names(context.spec.instances), 1):
+            network = lab.add_machine(name, index)
+            directory = context.paths.machine(name)
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            (directory / "hostname").write_text(name + "\n")
+            (directory / "interfaces").write_text(INTERFACES)
+            (directory / "environment").write_text(
+                f"COREOS_PRIVATE_IPV4={network.address}\nCOREOS_PUBLIC_IPV4={network.address}\n"
+            )
+            host_key = directory / "ssh_host_ed25519_key"
+            generate_ed25519_key(host_key, comment=name)
+            etcd_dir = directory / "etcd"
+            etcd_dir.mkdir(mode=0o700, exist_ok=True)
+            os.chown(etcd_dir, *etcd_ids)
+            binds = {
+                directory / "hostname": "/etc/hostname",
+                directory / "interfaces": "/etc/network/interfaces",
+                directory / "environment": "/etc/environment",
+                host_key: "/etc/ssh/ssh_host_ed25519_key",
+                context.ssh_public_key_path: "/root/.ssh/authorized_keys",
+                user_data: USER_DATA,
+                # No serial console in a container: its getty would wait 90 s for one.
+                Path("/dev/null"): "/etc/systemd/system/serial-getty@ttyS0.service",
+            }
+            if context.write_ignition is not None:
+                # The machine's Ignition config instead of user-data.
+                del binds[user_data]
+                binds[context.write_ignition(name, network.address, network.address)] = IGNITION
+            cgroups = container_cgroups(network.netns)
+            for cgroup in cgroups:
+                try:
+                    cgroup.mkdir(exist_ok=True)
+                except OSError as error:
+                    raise ProcessError(
+                        f"{name} systemd-nspawn", f"no cgroup of its own: {error}"
+                    ) from error
+            argv = [
+                "sh",
+                "-c",
+                _ENTER_CGROUPS,
+                "sh",
+                *map(str, cgroups),
+                "--",
+                self.nspawn,
+                "--boot",
+                f"--directory={self.rootfs}",
+                "--volatile=overlay",
+                "--register=no",
+                "--keep-unit",
+                f"--machine={name}",
+                f"--network-namespace-path={network.netns_path}",
+                "--console=pipe",
+                *(f"--bind-ro={source}:{target}" for source, target in binds.items()),
+                f"--bind={etcd_dir}:/var/lib/etcd",
+            ]
+            process = ManagedProcess(
+                "systemd-nspawn",
+                argv,
+                log_path=directory / "console.log",
+                cwd=directory,
+                die_with_parent=die_with_parent,
+            )
+            self.containers.append(Container(name, process, cgroups))
+            self._descriptions.append(
+                {
+                    "name": name,
+                    "address": network.address,
+                    "host_key": str(host_key),
+                    "etcd_endpoints": etcd_client_urls(context.user_data, network.address),
+                }
+            )
+        for container in self.containers:
+            container.process.start()
+        for container in self.containers:
+            container.find_leader()
+        context.remember(self.describe())
+        return self.handles(context.ssh_key, context.ssh_public_key_path.with_suffix(""))
+
+    def handles(self, key: paramiko.PKey, identity_file: Path) -> list[MachineDescription]:
+        """Its machines, every connection to them made from the lab's hub."""
+        return [
+            self.lab.describe_machine(
+                description,
+                port=22,
+                user="root",
+                host_key=description["host_key"],
+                key=key,
+                identity_file=identity_file,
+                control=container,
+            )
+            for description, container in zip(self._descriptions, self.containers, strict=True)
+        ]
+
+    def machine_processes(self) -> list[ManagedProcess]:
+        return [process for container in self.containers for process in container.processes]
+
+    def describe(self) -> dict[str, Any]:
+        processes = self.machine_processes() + self.lab.processes()
+        return {
+            "processes": [process.to_record() for process in processes if process.started],
+            "namespaces": self.lab.namespaces,
+            "machines": self._descriptions,
+            "rootfs": str(self.rootfs or ""),
+            "cgroups": [
+                str(cgroup) for container in self.containers for cgroup in container.cgroups
+            ],
+        }
+
+    def close(self) -> None:
+        for container in self.containers:
+            container.resume()
+        kill_all(self.machine_processes())
+        remove_cgroups([cgroup for container in self.containers for cgroup in container.cgroups])
+        self.lab.close()
+
+
+def reap_cgroups(record: Mapping[str, Any]) -> list[str]:
+    """The cgroups of a dead run's containers: what still runs in them is killed (a
+    container's init outlives a killed pytest), then they are removed."""
+    cgroups = [
+        Path(path)
+        for path in record.get("cgroups", [])
+        if Path(path).is_relative_to(CGROUPS) and Path(path).name.startswith(NAMESPACE_PREFIX)
+    ]
+    removed = []
+    for cgroup in cgroups:
+        if not cgroup.is_dir():
+            continue
+        for folder, _, _ in os.walk(cgroup):
+            with contextlib.suppress(OSError):
+                for pid in (Path(folder) / "cgroup.procs").read_text().split():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), signal.SIGKILL)
+        removed.append(f"cgroup {cgroup}")
+    remove_cgroups(cgroups)
+    return removed

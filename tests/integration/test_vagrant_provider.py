@@ -1,0 +1,511 @@
+"""The vagrant provider without VMs: the cluster's Vagrant folder (the plugin's Vagrantfile,
+or a copy of a user's coreos-vagrant checkout that leaves the original untouched), checked
+by the real ``vagrant validate`` and ``vagrant status``; the settings it derives; and the
+stand-in box's agent, whose decisions are pure functions. The VMs themselves boot in
+``tests/e2e/test_vagrant_e2e.py``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import vagrant
+
+from pytest_coreos.config import cloud_config, etcd_env
+from pytest_coreos.errors import ConfigError, CoreOSError
+from pytest_coreos.image import builder
+from pytest_coreos.image.agent import coreos_agent as agent
+from pytest_coreos.options import ClusterSpec
+from pytest_coreos.providers.vagrant import VagrantProvider, addresses, files, libvirt, machines
+from pytest_coreos.providers.vagrant import settings as vagrant_settings
+from pytest_coreos.providers.vagrant.output import parse_status
+
+REPO = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
+DATA = Path(__file__).parents[1] / "data" / "vagrant"
+CHECKOUT = DATA / "coreos-vagrant"
+E2E_USER_DATA = Path(__file__).parents[1] / "e2e" / "data" / "user-data"
+MACHINES = [
+    {"name": "core-01", "ip": "172.17.8.101"},
+    {"name": "core-02", "ip": "172.17.8.102"},
+    {"name": "core-03", "ip": "172.17.8.103"},
+]
+
+
+@pytest.fixture
+def vagrant_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Vagrant with a home of its own and no version check over the network."""
+    if shutil.which("vagrant") is None:
+        pytest.fail("vagrant is not installed; run scripts/bootstrap")
+    home = tmp_path / "vagrant.d"
+    monkeypatch.setenv("VAGRANT_HOME", str(home))
+    monkeypatch.setenv("VAGRANT_CHECKPOINT_DISABLE", "1")
+    return vagrant_settings.vagrant_environment("libvirt")
+
+
+def _prepare(directory: Path, spec: ClusterSpec, **changes: object) -> list[str]:
+    user_data = cloud_config.render_user_data(
+        cloud_config.inject_discovery(
+            cloud_config.default_user_data(), "http://172.17.8.1:8087/" + "a" * 32
+        )
+    )
+    options: dict[str, object] = {
+        "spec": spec,
+        "user_data_text": user_data,
+        "machines": MACHINES[: spec.instances],
+        "name_prefix": "pytest-coreos-0123abcd-1-",
+        "network": "172.17.8",
+    }
+    options.update(changes)
+    return files.prepare_directory(directory, **options)  # type: ignore[arg-type]
+
+
+def _status(directory: Path, env: dict[str, str]) -> dict[str, str]:
+    done = subprocess.run(
+        ["vagrant", "status", "--machine-readable"],
+        cwd=directory,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return parse_status(done.stdout)
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[str, int, float]]:
+    """Every entry under ``folder``: its content hash (or link target), mode and mtime."""
+    entries = {}
+    for path in sorted(folder.rglob("*")):
+        stat = path.lstat()
+        if path.is_symlink():
+            content = "-> " + os.readlink(path)
+        elif path.is_file():
+            content = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            content = "dir"
+        entries[str(path.relative_to(folder))] = (content, stat.st_mode, stat.st_mtime)
+    return entries
+
+
+# --- the plugin's own Vagrantfile ----------------------------------------------------------
+
+
+def test_the_plugins_folder_holds_vagrantfile_config_user_data_and_settings(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "vagrant"
+    box = tmp_path / "stand-in.box"
+    box.write_bytes(b"not opened here")
+    spec = ClusterSpec(provider="vagrant", instances=3, channel="beta", box=str(box))
+    assert _prepare(directory, spec) == []
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "Vagrantfile",
+        "config.rb",
+        "pytest-coreos.json",
+        "pytest-coreos.rb",
+        "user-data",
+    ]
+    vagrantfile = (directory / "Vagrantfile").read_text()
+    assert "config.vm.define vm_name" in vagrantfile
+    assert 'load File.join(File.dirname(__FILE__), "pytest-coreos.rb")' in vagrantfile
+    assert (directory / "config.rb").read_text() == (
+        '$num_instances=3\n$update_channel="beta"\n'
+        '$instance_name_prefix="core"\n$private_network="172.17.8"\n'
+    )
+    settings = json.loads((directory / "pytest-coreos.json").read_text())
+    assert settings["machines"] == MACHINES
+    assert settings["name_prefix"] == "pytest-coreos-0123abcd-1-"
+    assert settings["box"] == "pytest-coreos-stand-in"
+    assert settings["box_url"] == box.resolve().as_uri()
+    user_data = cloud_config.parse_user_data((directory / "user-data").read_text(), "user-data")
+    assert user_data["coreos"]["etcd"]["discovery"].startswith("http://172.17.8.1:8087/")
+
+
+def test_vagrant_validates_the_plugins_vagrantfile_and_sees_its_machines(
+    tmp_path: Path, vagrant_env: dict[str, str]
+) -> None:
+    directory = tmp_path / "vagrant"
+    _prepare(directory, ClusterSpec(provider="vagrant", instances=3, box="coreos-stable"))
+    validated = vagrant.Vagrant(root=str(directory), env=vagrant_env).validate(str(directory))
+    assert b"Vagrantfile validated successfully" in validated.stdout
+    assert _status(directory, vagrant_env) == {
+        "core-01": "not_created",
+        "core-02": "not_created",
+        "core-03": "not_created",
+    }
+
+
+def test_a_vagrantfile_error_is_reported_by_validate(
+    tmp_path: Path, vagrant_env: dict[str, str]
+) -> None:
+    directory = tmp_path / "vagrant"
+    _prepare(directory, ClusterSpec(provider="vagrant", instances=1, box="coreos-stable"))
+    with (directory / "config.rb").open("a") as config:
+        config.write("$vm_memory = \n")  # a syntax error, as a hand-edited config.rb has
+    with pytest.raises(subprocess.CalledProcessError) as raised:
+        vagrant.Vagrant(root=str(directory), env=vagrant_env).validate(str(directory))
+    assert b"config.rb" in raised.value.stderr + raised.value.stdout
+
+
+# --- a user's coreos-vagrant checkout --------------------------------------------------------
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    """A copy of the sample checkout, with what a real one has: .vagrant, .git, a symlink."""
+    folder = tmp_path / "coreos-vagrant"
+    shutil.copytree(CHECKOUT, folder)
+    (folder / ".vagrant" / "machines" / "core-01" / "virtualbox").mkdir(parents=True)
+    (folder / ".vagrant" / "machines" / "core-01" / "virtualbox" / "id").write_text("abc")
+    (folder / ".git").mkdir()
+    (folder / ".git" / "HEAD").write_text("ref: refs/heads/master\n")
+    outside = tmp_path / "shared-user-data"
+    shutil.move(folder / "user-data", outside)
+    (folder / "user-data").symlink_to(outside)
+    return folder
+
+
+def test_a_checkout_is_used_on_a_copy_and_never_changed(
+    tmp_path: Path, checkout: Path, vagrant_env: dict[str, str]
+) -> None:
+    before = _snapshot(checkout)
+    outside = (tmp_path / "shared-user-data").read_bytes()
+    directory = tmp_path / "cluster-1" / "vagrant"
+    spec = ClusterSpec(provider="vagrant", instances=3, vagrant_dir=checkout, box="coreos-alpha")
+    notices = _prepare(directory, spec)
+
+    assert _snapshot(checkout) == before
+    assert (tmp_path / "shared-user-data").read_bytes() == outside
+    assert not (directory / ".vagrant").exists()
+    assert not (directory / ".git").exists()
+    assert not (directory / "user-data").is_symlink()
+    copied = (directory / "Vagrantfile").read_text()
+    assert copied.startswith((checkout / "Vagrantfile").read_text().rstrip("\n"))
+    assert copied.endswith(vagrant_settings.CHECKOUT_EXTENSION)
+    # its simple settings stay, its code (a discovery.etcd.io request) goes
+    config = (directory / "config.rb").read_text()
+    assert "$vm_memory=2048\n$vm_cpus=2\n" in config
+    assert "$num_instances=3\n" in config
+    assert "discovery.etcd.io" not in config
+    assert any("left out" in notice and "open($new_discovery_url)" in notice for notice in notices)
+    assert any("$update_channel is set by pytest-coreos" in notice for notice in notices)
+    assert any("is replaced by the cluster's user-data" in notice for notice in notices)
+
+    validated = vagrant.Vagrant(root=str(directory), env=vagrant_env).validate(str(directory))
+    assert b"validated successfully" in validated.stdout
+    assert set(_status(directory, vagrant_env)) == {"core-01", "core-02", "core-03"}
+
+
+def test_a_checkout_with_only_a_config_rb_gets_the_plugins_vagrantfile(tmp_path: Path) -> None:
+    folder = tmp_path / "settings"
+    folder.mkdir()
+    (folder / "config.rb").write_text('$vm_memory = 768\n$private_network = "10.20.30"\n')
+    spec = ClusterSpec(provider="vagrant", instances=1, vagrant_dir=folder)
+    assert vagrant_settings.private_network(spec) == "10.20.30"
+    directory = tmp_path / "vagrant"
+    _prepare(directory, spec, network=vagrant_settings.private_network(spec))
+    assert "PytestCoreOS.configure_providers(config)" in (directory / "Vagrantfile").read_text()
+    assert "$vm_memory=768\n" in (directory / "config.rb").read_text()
+    assert '$private_network="10.20.30"\n' in (directory / "config.rb").read_text()
+
+
+# --- settings ------------------------------------------------------------------------------
+
+
+def test_config_rb_simple_settings_are_read_and_code_is_not() -> None:
+    settings, skipped = vagrant_settings.read_config_rb(
+        "# a comment\n"
+        "$num_instances=1\n"
+        "$vm_gui = false\n"
+        "$vm_memory = 1024  # MiB\n"
+        "$update_channel='alpha'\n"
+        '$name = "a \\"quoted\\" word"\n'
+        '$url="https://x/#{$num_instances}"\n'
+        "$shared_folders = {}\n"
+        "if ARGV[0].eql?('up')\n"
+    )
+    assert settings == {
+        "num_instances": 1,
+        "vm_gui": False,
+        "vm_memory": 1024,
+        "update_channel": "alpha",
+        "name": 'a "quoted" word',
+    }
+    assert skipped == [
+        '$url="https://x/#{$num_instances}"',
+        "$shared_folders = {}",
+        "if ARGV[0].eql?('up')",
+    ]
+
+
+def test_a_private_network_that_is_not_private_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "config.rb").write_text('$private_network = "8.8.8"\n')
+    with pytest.raises(ConfigError, match="not a private network"):
+        vagrant_settings.private_network(ClusterSpec(provider="vagrant", vagrant_dir=tmp_path))
+
+
+def test_box_option_is_a_name_or_a_box_file(tmp_path: Path) -> None:
+    assert vagrant_settings.box_settings(None) == {}
+    assert vagrant_settings.box_settings("coreos-stable") == {"box": "coreos-stable"}
+    with pytest.raises(ConfigError, match="not a file"):
+        vagrant_settings.box_settings(str(tmp_path / "missing.box"))
+
+
+def test_clusters_of_one_session_get_addresses_of_their_own() -> None:
+    first = addresses.claim_addresses("10.99.0", 3)
+    second = addresses.claim_addresses("10.99.0", 2)
+    try:
+        assert first == ["10.99.0.101", "10.99.0.102", "10.99.0.103"]
+        assert second == ["10.99.0.104", "10.99.0.105"]
+        addresses.release_addresses(first)
+        assert addresses.claim_addresses("10.99.0", 1) == ["10.99.0.101"]
+        with pytest.raises(CoreOSError, match="already used"):
+            addresses.claim_exact(["10.99.0.104"])
+    finally:
+        addresses.release_addresses(["10.99.0.101", *second])
+    assert not addresses.addresses_in_use("10.99.0")
+
+
+def test_etcd_handles_follow_the_user_data(tmp_path: Path) -> None:
+    default = cloud_config.default_user_data()
+    assert machines.etcd_client_urls(default, "172.17.8.101") == ["http://172.17.8.101:4001"]
+    e2e = cloud_config.load_user_data(E2E_USER_DATA)
+    assert machines.etcd_client_urls(e2e, "172.17.8.102") == ["http://172.17.8.102:2379"]
+
+
+def test_vagrant_never_looks_for_updates_over_the_network(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("VAGRANT_VAGRANTFILE", "Elsewhere")
+    env = vagrant_settings.vagrant_environment("libvirt")
+    assert env["VAGRANT_CHECKPOINT_DISABLE"] == "1"
+    assert env["VAGRANT_DEFAULT_PROVIDER"] == "libvirt"
+    assert "VAGRANT_VAGRANTFILE" not in env
+
+
+def test_discovery_address_only_for_local_discovery_on_libvirt() -> None:
+    assert (
+        VagrantProvider().discovery_address(ClusterSpec(provider="vagrant", discovery="public"))
+        is None
+    )
+    spec = ClusterSpec(provider="vagrant", discovery="local", vagrant_provider="virtualbox")
+    with pytest.raises(ConfigError, match="only the libvirt Vagrant provider"):
+        VagrantProvider().discovery_address(spec)
+
+
+def test_leftovers_are_only_ever_removed_by_the_plugins_prefix() -> None:
+    with pytest.raises(ValueError, match="refusing"):
+        libvirt.remove_libvirt_leftovers("")
+    with pytest.raises(ValueError, match="refusing"):
+        libvirt.remove_libvirt_leftovers("core-")
+
+
+def test_reaping_a_folder_without_vagrant_settings_removes_nothing(tmp_path: Path) -> None:
+    assert machines.reap_workdir(tmp_path) == []
+    (tmp_path / "vagrant").mkdir()
+    (tmp_path / "vagrant" / "pytest-coreos.json").write_text('{"name_prefix": "core-"}')
+    assert machines.reap_workdir(tmp_path) == []
+
+
+# --- the stand-in box's agent ------------------------------------------------------------------
+
+# `ip -4 -o addr show scope global` on a machine of the stand-in box.
+IP_ADDR = (
+    "2: eth0    inet 192.168.121.138/24 brd 192.168.121.255 scope global dynamic eth0\\"
+    "       valid_lft 3518sec preferred_lft 3518sec\n"
+    "3: eth1    inet 172.17.8.101/24 brd 172.17.8.255 scope global eth1\\"
+    "       valid_lft forever preferred_lft forever\n"
+)
+ROUTE = "default via 192.168.121.1 dev eth0 \n"
+
+
+def test_the_agent_finds_the_private_address() -> None:
+    addresses = agent.parse_addresses(IP_ADDR)
+    assert addresses == [("eth0", "192.168.121.138"), ("eth1", "172.17.8.101")]
+    defaults = agent.parse_default_interfaces(ROUTE)
+    assert defaults == {"eth0"}
+    # from /etc/environment, as the provisioner writes it
+    environment = agent.read_environment('PATH="/usr/bin"\nCOREOS_PRIVATE_IPV4=172.17.8.105\n')
+    assert agent.choose_private_address(environment, addresses, defaults) == "172.17.8.105"
+    # else the interface that is not the management one
+    assert agent.choose_private_address({}, addresses, defaults) == "172.17.8.101"
+    assert agent.choose_private_address({}, addresses[:1], defaults) is None
+    assert agent.choose_public_address({}, "172.17.8.101") == "172.17.8.101"
+    with pytest.raises(agent.AgentError):
+        agent.choose_private_address({"COREOS_PRIVATE_IPV4": "eth1"}, addresses, defaults)
+
+
+def test_the_agent_uses_the_one_etcd_mapping_and_applies_units(tmp_path: Path) -> None:
+    user_data = cloud_config.load_user_data(E2E_USER_DATA)
+    todo = agent.plan(
+        user_data,
+        "172.17.8.101",
+        "172.17.8.101",
+        persistent=tmp_path / "etc",
+        runtime=tmp_path / "run",
+    )
+    shared = etcd_env.etcd_environment(
+        user_data, private_ipv4="172.17.8.101", public_ipv4="172.17.8.101"
+    )
+    expected_env = {**shared.env, "ETCD_ENABLE_V2": "true"}
+    assert todo.files[tmp_path / "run" / "etcd.service.d" / "20-cloudinit.conf"] == (
+        agent.etcd_drop_in(expected_env)
+    )
+    hello = todo.files[tmp_path / "etc" / "hello.service"]
+    assert 'echo "hello from 172.17.8.101 ($GREETING)"' in hello
+    assert todo.files[tmp_path / "etc" / "hello.service.d" / "10-greeting.conf"] == (
+        "[Service]\nEnvironment=GREETING=drop-in\n"
+    )
+    assert todo.enables == ["hello.service"]
+    assert todo.commands == [
+        ("start", "etcd2.service"),
+        ("start", "fleet.service"),
+        ("start", "hello.service"),
+    ]
+    assert todo.notes == ["not applied by the stand-in box: coreos.fleet"]
+
+
+def test_the_agent_translates_the_seeds_etcd_04_section() -> None:
+    todo = agent.plan(cloud_config.default_user_data(), "172.17.8.102", "172.17.8.102")
+    drop_in = todo.files[agent.RUNTIME_UNITS / "etcd.service.d" / "20-cloudinit.conf"]
+    assert 'Environment="ETCD_ADVERTISE_CLIENT_URLS=http://172.17.8.102:4001"' in drop_in
+    assert 'Environment="ETCD_LISTEN_PEER_URLS=http://0.0.0.0:7001"' in drop_in
+    assert 'Environment="ETCD_ENABLE_V2=true"' in drop_in
+
+
+def test_the_agents_drop_in_escapes_what_systemd_would_read_otherwise() -> None:
+    assert agent.systemd_quote('a "b" \\ 100%') == '"a \\"b\\" \\\\ 100%%"'
+
+
+@pytest.mark.parametrize(
+    ("units", "problem"),
+    [
+        ([{"name": "../../etc/passwd"}], "not a systemd unit name"),
+        ([{"name": "x.service", "command": "explode"}], "not one of"),
+        ([{"name": "x.service", "drop-ins": [{"name": "a/b.conf", "content": ""}]}], "conf name"),
+        ("etcd.service", "not a list"),
+    ],
+)
+def test_the_agent_refuses_units_it_cannot_apply_safely(units: object, problem: str) -> None:
+    user_data = {"coreos": {"etcd2": {"name": "x"}, "units": units}}
+    with pytest.raises(agent.AgentError, match=problem):
+        agent.plan(user_data, "10.0.0.1", "10.0.0.1")
+
+
+def _image_input_hash(script: Path) -> str:
+    done = subprocess.run(
+        ["bash", str(script), "--hash"], capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+def test_the_image_build_hashes_its_inputs_the_shared_config_modules_among_them(
+    tmp_path: Path,
+) -> None:
+    """The builder ships in the package and hashes what it copies into the image: the
+    agent's files and the pure config modules the agent imports. On a copy of the package
+    (the builder finds its inputs relative to itself), a change to one of those modules
+    changes the hash; a change to anything else does not."""
+    package = tmp_path / "pytest_coreos"
+    shutil.copytree(
+        builder.SCRIPT.parents[1], package, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    script = package / builder.SCRIPT.relative_to(builder.SCRIPT.parents[1])
+    before = _image_input_hash(script)
+    assert len(before) == 16
+    assert _image_input_hash(script) == before
+    assert _image_input_hash(builder.SCRIPT) == before  # the same inputs in another place
+    # python -m pytest_coreos.image and the checkout's box/build-box run the same builder.
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest_coreos.image", "--hash"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    wrapper = subprocess.run(
+        [str(REPO / "box" / "build-box"), "--hash"], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == wrapper.stdout.strip() == before
+    (package / "plugin.py").write_text("# not an input of the image\n")
+    assert _image_input_hash(script) == before
+    for module in ("config/cloud_config.py", "config/etcd_env.py", "config/units.py"):
+        path = package / module
+        original = path.read_text()
+        path.write_text(original + "# a change to code the agent runs\n")
+        assert _image_input_hash(script) != before, module
+        path.write_text(original)
+    assert _image_input_hash(script) == before
+
+
+def test_vms_are_named_after_the_session_and_the_cluster(tmp_path: Path) -> None:
+    from pytest_coreos.host.sshd import generate_ed25519_key
+    from pytest_coreos.providers.protocol import BootContext
+
+    key = generate_ed25519_key(tmp_path / "key")
+
+    def tag(workdir: Path) -> str:
+        context = BootContext(
+            spec=ClusterSpec(provider="vagrant"),
+            workdir=workdir,
+            user_data={},
+            ssh_key=key,
+            ssh_public_key_path=tmp_path / "key.pub",
+        )
+        return vagrant_settings.session_tag(context)
+
+    assert tag(Path("/tmp/pytest-coreos-0123abcd-x1y2z3/cluster-2")) == "0123abcd-2"
+    # a folder of the caller's choosing: a stable id of its own
+    other = tag(tmp_path / "mine" / "cluster-1")
+    assert other == tag(tmp_path / "mine" / "cluster-1")
+    assert other.endswith("-1")
+    assert len(other) == len("0123abcd-1")
+
+
+def test_a_failed_vagrant_up_says_why_with_the_log_and_cleans_up(
+    tmp_path: Path, vagrant_env: dict[str, str]
+) -> None:
+    """Real Vagrant, asked for a provider this machine does not have: no VM is made, and
+    the failure carries Vagrant's reason and log; closing afterwards is quiet."""
+    from pytest_coreos.host.sshd import generate_ed25519_key
+    from pytest_coreos.providers.protocol import BootContext
+
+    workdir = tmp_path / "pytest-coreos-0123abcd-xyz" / "cluster-1"
+    workdir.mkdir(parents=True)
+    steps: list[str] = []
+    recorded: list[dict[str, object]] = []
+    context = BootContext(
+        spec=ClusterSpec(
+            provider="vagrant",
+            instances=2,
+            discovery="public",
+            vagrant_provider="no-such-provider",
+            box="coreos-stable",
+        ),
+        workdir=workdir,
+        user_data=cloud_config.inject_discovery(
+            cloud_config.default_user_data(), "https://discovery.etcd.io/" + "b" * 32
+        ),
+        ssh_key=generate_ed25519_key(tmp_path / "key"),
+        ssh_public_key_path=tmp_path / "key.pub",
+        progress=steps.append,
+        remember=lambda extra: recorded.append(dict(extra)),
+    )
+    vms = VagrantProvider().prepare(context)
+    with pytest.raises(vagrant_settings.VagrantError) as raised:
+        vms.boot()
+    assert "vagrant up: exited with status 1" in str(raised.value)
+    assert str(workdir / "vagrant.log") in str(raised.value)
+    notes = "\n".join(raised.value.__notes__)
+    assert "no-such-provider" in notes
+    # on record before vagrant ran, with the names a reaper needs
+    assert recorded[0]["vagrant"]["name_prefix"] == "pytest-coreos-0123abcd-1-"  # type: ignore[index]
+    assert any(step.startswith("vagrant up: 2 machine(s)") for step in steps)
+    vms.close()
+    vms.close()  # twice is fine
+    assert not addresses.addresses_in_use("172.17.8")
