@@ -234,8 +234,8 @@ class LabProvider:
         systemd: bool = True,
     ) -> Machine:
         """The Machine handle of one described machine (name, address, etcd endpoints).
-        In a network lab every connection is made inside the lab (its hub namespace):
-        nothing is sent to the lab's addresses from this host's own network."""
+        In a network lab every socket is bound to the lab's host link: it can reach
+        nothing else, and fails once the lab is gone."""
         lab = self.lab
         address = description["address"]
         return Machine(
@@ -273,6 +273,7 @@ class LabProvider:
         return {
             "processes": [process.to_record() for process in processes if process.started],
             "namespaces": self.lab.namespaces if self.lab is not None else [],
+            "host_links": self.lab.host_links if self.lab is not None else [],
         }
 
     def partition(self, groups: Sequence[Sequence[str]]) -> None:
@@ -562,14 +563,10 @@ def new_lab(
     reason = netns_supported()
     if reason is not None:
         raise ConfigError(option, f"netns is not available here: {reason}", hint)
-    lab = NetworkLab(secrets.token_hex(5), LAB_SUBNET)
+    lab = NetworkLab(secrets.token_hex(5))
     names = [lab.hub] + [
         f"{NAMESPACE_PREFIX}{lab.lab_id}-{name}" for name in machine_names(context.spec.instances)
     ]
-    context.remember({"namespaces": names})
+    context.remember({"namespaces": names, "host_links": [lab.host_link]})
     lab.create()
     return lab
-
-
-# Addresses inside a lab exist only there, so every lab can use the same private /24.
-LAB_SUBNET = "10.213.7"

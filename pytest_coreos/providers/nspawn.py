@@ -3,7 +3,8 @@ stand-in rootfs the Vagrant box is built from (``box/build-box --rootfs``), with
 as PID 1, sshd and etcd inside, and the user-data applied by the box's own coreos-agent.
 
 Each container lives in a network namespace of a :class:`NetworkLab` (its ``eth0`` has
-its address already: no DHCP), reached only through the lab's hub. What differs between
+its address already: no DHCP), which this host reaches through the lab's host link, as
+the test's own clients do. What differs between
 machines is bind-mounted over the read-only image (``--volatile=overlay`` keeps every
 write in a tmpfs of the container's own): its hostname, its pinned SSH host key, root's
 ``authorized_keys`` (the session's key), the user-data the agent applies, and an etcd
@@ -389,7 +390,7 @@ class NspawnProvider(LabProvider):
         return self.handles(context.ssh_key)
 
     def handles(self, key: paramiko.PKey) -> list[Machine]:
-        """Machine handles whose every connection is made from the lab's hub."""
+        """Machine handles whose every connection goes over the lab's host link."""
         return [
             self.machine_handle(
                 description,
