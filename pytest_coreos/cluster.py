@@ -40,6 +40,11 @@ from pytest_coreos.systemd import Systemd, Units
 from pytest_coreos.waiting import NotReady, poll
 
 
+# The boot timeout's default: how long a machine's etcd handles ride out an election
+# until its cluster gives them its own.
+ETCD_DEADLINE = 60.0
+
+
 class Machine:
     """One machine of a cluster: its name, addresses, SSH and etcd handles, and faults."""
 
@@ -62,6 +67,9 @@ class Machine:
         # Where the machine is reached through something other than this host's own
         # network (a network lab's namespace), every HTTP session must come from here.
         self.http_session = http_session
+        # How long its etcd handles ride out a member without a leader: the cluster sets
+        # the boot timeout once the machine is its.
+        self._etcd_deadline = ETCD_DEADLINE
         self.etcd = self.etcd_client(etcd_endpoints)
         # False where the machine runs no systemd of its own (the local provider's).
         self._has_systemd = systemd
@@ -91,12 +99,31 @@ class Machine:
         """The client URLs its etcd advertises."""
         return self.etcd.endpoints
 
-    def etcd_client(self, endpoints: Sequence[str], *, timeout: float = 5.0) -> EtcdClient:
+    @property
+    def etcd_deadline(self) -> float:
+        """Seconds for which its etcd handles send key operations again while the cluster
+        elects a leader (the boot timeout)."""
+        return self._etcd_deadline
+
+    @etcd_deadline.setter
+    def etcd_deadline(self, seconds: float) -> None:
+        self._etcd_deadline = seconds
+        self.etcd.deadline = seconds
+
+    def etcd_client(
+        self, endpoints: Sequence[str], *, timeout: float = 5.0, deadline: float | None = None
+    ) -> EtcdClient:
         """An etcd client over ``endpoints`` that reaches them the way this machine is
-        reached (its own session where it lives in a network lab)."""
+        reached (its own session where it lives in a network lab), riding out an election
+        for ``deadline`` seconds (by default :attr:`etcd_deadline`; 0: not at all)."""
         session = self.http_session() if self.http_session is not None else None
         return EtcdClient(
-            endpoints, timeout=timeout, name=self.name, session=session, owns_session=True
+            endpoints,
+            timeout=timeout,
+            name=self.name,
+            session=session,
+            owns_session=True,
+            deadline=self._etcd_deadline if deadline is None else deadline,
         )
 
     def stop(self) -> None:
@@ -337,6 +364,7 @@ class Cluster:
     def _watch_machines(self) -> None:
         for machine in self.machines:
             machine.on_change = lambda: self._remember({})
+            machine.etcd_deadline = self.spec.boot_timeout
 
     def describe(self) -> dict[str, Any]:
         """The cluster's state record: enough to reap it, or to attach to it again."""
