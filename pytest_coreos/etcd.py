@@ -286,7 +286,7 @@ class _Transport:
             now = time.monotonic()
             if not answered or now >= deadline:
                 shown = "; ".join(f"{ep}: {problem}" for ep, problem in problems.items())
-                if not answered:
+                if not answered or self.deadline <= 0:
                     problem = f"{what} failed on every endpoint tried; last problem: {shown}"
                 else:
                     problem = (
