@@ -39,7 +39,6 @@ from pytest_coreos.sshd import generate_ed25519_key
 from pytest_coreos.systemd import Systemd, Units
 from pytest_coreos.waiting import NotReady, poll
 
-
 # The boot timeout's default: how long a machine's etcd handles ride out an election
 # until its cluster gives them its own.
 ETCD_DEADLINE = 60.0
