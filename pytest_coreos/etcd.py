@@ -272,10 +272,12 @@ class _Transport:
                 if transient is not None:
                     if retry is Retry.CONDITIONAL and not transient.not_applied:
                         raise EtcdOutcomeUnknownError(endpoint, what, transient.problem)
-                    unsure = unsure or not transient.not_applied
-                    problems[endpoint] = transient.problem
-                    last_exception = None
-                    continue
+                    if retry is Retry.CONDITIONAL or self.deadline > 0:
+                        # Another member, or this one once it has a leader, may take it.
+                        unsure = unsure or not transient.not_applied
+                        problems[endpoint] = transient.problem
+                        last_exception = None
+                        continue
                 try:
                     return decode_reply(endpoint, response.status_code, body, key=key)
                 except EtcdError as error:
