@@ -359,7 +359,7 @@ def routes_taken(addresses: Sequence[str]) -> dict[str, str]:
     if not addresses:
         return {}
     result = subprocess.run(
-        [_require_tool("ip"), "-j", "-batch", "-"],
+        [_require_tool("ip"), "-j", "-force", "-batch", "-"],  # each lookup on its own
         input="".join(f"route get {address}\n" for address in addresses),
         capture_output=True,
         text=True,

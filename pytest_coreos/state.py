@@ -2,7 +2,7 @@
 
 Every session (one ClusterFactory) keeps a JSON record in a per-user registry folder:
 its owner (PID and start time), its folder, and per cluster the processes, network
-namespaces and provider resources it made. A later run reaps the records whose owner is
+namespaces, network labs' links on this host and provider resources it made. A later run reaps the records whose owner is
 dead (``reap_dead``, at every session start), and ``pytest --coreos-reap`` reaps them
 all, kept clusters included. The same records let a later session attach to a kept
 cluster (``--coreos-reuse``) and xdist workers share one.

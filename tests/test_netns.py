@@ -926,3 +926,26 @@ def test_deleting_the_namespaces_takes_the_host_link_along() -> None:
         assert not host_link_exists(lab)
     finally:
         lab.destroy()
+
+
+def test_a_host_rule_sending_part_of_the_subnet_elsewhere_stops_the_lab() -> None:
+    """As a VPN's policy routing might: one address of the subnet looked up in a table
+    of its own, where it is unreachable. The lab is refused, and removed, before anything
+    is sent."""
+    claim = claim_subnet(lambda network: bool(routes_into(network)))
+    subnet, stray = claim.prefix, f"{claim.prefix}.77"
+    claim.close()
+    rule = ["to", f"{stray}/32", "lookup", "7777", "priority", "77"]
+    subprocess.run(["ip", "route", "add", "unreachable", "default", "table", "7777"], check=True)
+    subprocess.run(["ip", "rule", "add", *rule], check=True)
+    lab = NetworkLab(new_lab_id(), subnet)
+    try:
+        with pytest.raises(NetworkError, match=rf"^lab .*: 1 addresses .* {stray} -> no route"):
+            lab.create()
+        assert not lab.created
+        assert not host_link_exists(lab)
+        assert lab_namespaces(f"pytest-coreos-{lab.lab_id}-") == []
+    finally:
+        subprocess.run(["ip", "rule", "del", *rule], check=False)
+        subprocess.run(["ip", "route", "flush", "table", "7777"], check=False)
+        lab.destroy()
