@@ -121,6 +121,20 @@ class EtcdKeyNotFoundError(EtcdError):
     """The key asked for does not exist (etcd error code 100)."""
 
 
+class EtcdOutcomeUnknownError(EtcdError):
+    """A conditional write (compare-and-swap, create-only, a v3 transaction) was sent but
+    got no answer: etcd may or may not have applied it. Such a write is not sent again
+    blindly, as etcd's own clients do not: read the key to learn what happened."""
+
+    def __init__(self, endpoint: str, request: str, problem: str) -> None:
+        self.request = request
+        super().__init__(
+            endpoint,
+            f"{request}: outcome unknown, it may or may not have been applied ({problem}); "
+            "a conditional write is not sent again blindly: read the key to find out",
+        )
+
+
 class SSHError(CoreOSError):
     """An SSH connection to a machine could not be made or was lost."""
 

@@ -211,6 +211,7 @@ class Cluster:
         """Record the cluster again whenever one of its machines' processes change."""
         for machine in self.machines:
             machine.on_change = lambda: self.remember({})
+            machine.etcd_deadline = self.spec.boot_timeout
 
     def describe(self) -> dict[str, Any]:
         """The cluster's state record: enough to reap it, or to attach to it again."""

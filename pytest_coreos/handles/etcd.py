@@ -5,14 +5,26 @@ several endpoints it fails over: a member that refuses or times out is skipped a
 next one asked, so a cluster-wide client keeps working while a machine is down. Given one
 endpoint it is pinned to that member, which is what a test needs to read from a chosen
 machine.
+
+A member that loses its leader (killed, stopped or paused) leaves the others without one
+for an election: a write they forward to it meanwhile is dropped, and etcd answers only
+when its own request timeout runs out. With a ``deadline``, a client rides that out: the
+key operations that can safely be sent twice (``get``, ``set``, ``delete``, ``mkdir``,
+``ls`` and v3 ``put``, ``get``, ``delete``) are sent again, after short attempts that
+grow, on the same member and on the others of a cluster-wide client, until one succeeds
+or the deadline passes. Conditional writes are sent again only where etcd said it did not
+apply them; otherwise they raise :class:`EtcdOutcomeUnknownError`, as etcd's own clients
+report such a write.
 """
 
 from __future__ import annotations
 
 import base64
+import enum
 import json
+import time
 import urllib.parse
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -20,12 +32,26 @@ from typing import Any, Self
 import requests
 import urllib3.exceptions
 
-from pytest_coreos.errors import EtcdError, EtcdKeyNotFoundError
+from pytest_coreos.errors import EtcdError, EtcdKeyNotFoundError, EtcdOutcomeUnknownError
 
 KEY_NOT_FOUND = 100
 """etcd v2 error code for a missing key; raised as :class:`EtcdKeyNotFoundError`."""
 NOT_A_FILE = 102
 NOT_A_DIRECTORY = 104
+NODE_EXIST = 105
+RAFT_INTERNAL = 300
+LEADER_ELECT = 301
+# gRPC codes of the v3 gateway's errors that a new leader clears: DeadlineExceeded
+# ("request timed out") and Unavailable ("no leader", "leader changed").
+_GRPC_TRANSIENT = {4, 14}
+# What etcd says when no leader took the request: it was not applied, so even a
+# conditional write may be sent again.
+_NOT_APPLIED = ("raft proposal dropped", "no leader", "leader election")
+_TRANSIENT_MESSAGES = (*_NOT_APPLIED, "request timed out", "leader changed", "too many requests")
+# The first attempt of a request that rides out an election gets this long to answer;
+# each attempt after it twice as long as the one before, up to the client's timeout.
+FIRST_ATTEMPT = 0.5
+RETRY_PAUSE = 0.05
 
 _BODY_EXCERPT = 200
 
@@ -49,6 +75,22 @@ class _WaitTimedOut(Exception):
         super().__init__(endpoint)
 
 
+class Retry(enum.Enum):
+    """How a request may be sent again when a member does not answer it."""
+
+    NEVER = "never"  # one pass over the endpoints, as for a status or a watch
+    SAFE = "safe"  # sent again until the deadline: doing it twice does no harm
+    CONDITIONAL = "conditional"  # sent again only where it was certainly not applied
+
+
+@dataclass(frozen=True)
+class _Transient:
+    """A reply that a new leader would change: etcd's "no leader", "request timed out"."""
+
+    problem: str
+    not_applied: bool
+
+
 class _Transport:
     """HTTP to a list of endpoints, failing over between them.
 
@@ -63,6 +105,7 @@ class _Transport:
         timeout: float,
         session: requests.Session | None,
         owns_session: bool = False,
+        deadline: float = 0.0,
     ) -> None:
         if isinstance(endpoints, str):
             # A lone URL is a Sequence[str] too; iterating it would give one endpoint a letter.
@@ -71,6 +114,7 @@ class _Transport:
         if not self.endpoints:
             raise ValueError("an etcd client needs at least one endpoint")
         self.timeout = timeout
+        self.deadline = deadline
         self._owns_session = session is None or owns_session
         self.session = session if session is not None else requests.Session()
         self._preferred = 0
@@ -88,6 +132,36 @@ class _Transport:
         count = len(self.endpoints)
         start = self._preferred
         return ((start + offset) % count for offset in range(count))
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, str] | None,
+        form: Mapping[str, str] | None,
+        json_body: Mapping[str, Any] | None,
+        read_timeout: float | None,
+        waits: bool = False,
+    ) -> tuple[requests.Response, bytes]:
+        headers_received = False
+        try:
+            with self.session.request(
+                method,
+                url,
+                params=params,
+                data=form,
+                json=json_body,
+                timeout=(self.timeout, read_timeout),
+                stream=True,
+            ) as response:
+                headers_received = True
+                body = response.content
+        except requests.RequestException as exc:
+            if waits and headers_received and _is_read_timeout(exc):
+                raise _WaitTimedOut(url) from exc
+            raise
+        return response, body
 
     def request(
         self,
@@ -113,23 +187,20 @@ class _Transport:
         for index in self._rotation():
             endpoint = self.endpoints[index]
             tried.append(endpoint)
-            headers_received = False
             try:
-                with self.session.request(
+                response, body = self._send(
                     method,
                     endpoint + path,
                     params=params,
-                    data=form,
-                    json=json_body,
-                    timeout=(self.timeout, read_timeout),
-                    stream=True,
-                ) as response:
-                    headers_received = True
-                    body = response.content
+                    form=form,
+                    json_body=json_body,
+                    read_timeout=read_timeout,
+                    waits=waits,
+                )
+            except _WaitTimedOut as timed_out:
+                self._preferred = index
+                raise _WaitTimedOut(endpoint) from timed_out.__cause__
             except requests.RequestException as exc:
-                if waits and headers_received and _is_read_timeout(exc):
-                    self._preferred = index
-                    raise _WaitTimedOut(endpoint) from exc
                 last_exception = exc
                 continue
             self._preferred = index
@@ -150,12 +221,125 @@ class _Transport:
         form: Mapping[str, str] | None = None,
         json_body: Mapping[str, Any] | None = None,
         key: str | None = None,
+        retry: Retry = Retry.NEVER,
+        settled: Callable[[EtcdError], dict[str, Any] | None] | None = None,
     ) -> dict[str, Any]:
-        """Send one request and return its JSON object, raising etcd's errors as EtcdError."""
-        endpoint, response, body = self.request(
-            method, path, params=params, form=form, json_body=json_body
-        )
-        return decode_reply(endpoint, response.status_code, body, key=key)
+        """Send one request and return its JSON object, raising etcd's errors as EtcdError.
+
+        ``retry`` says whether it rides out a member without a leader (see the module's
+        doc). ``settled`` turns an error that a request sent again may get because an
+        earlier try was applied after all (a delete's "key not found") into the reply.
+        """
+        if retry is Retry.NEVER:
+            endpoint, response, body = self.request(
+                method, path, params=params, form=form, json_body=json_body
+            )
+            return decode_reply(endpoint, response.status_code, body, key=key)
+        started = time.monotonic()
+        deadline = started + self.deadline
+        what = f"{method} {path}"
+        attempt = 0
+        unsure = False  # an earlier try may have been applied
+        problems: dict[str, str] = {}
+        last_exception: BaseException | None = None
+        while True:
+            read_timeout = self.timeout
+            if retry is Retry.SAFE and self.deadline > 0:
+                read_timeout = min(self.timeout, FIRST_ATTEMPT * 2**attempt)
+            answered = False  # something took the request: not every member is down
+            for index in self._rotation():
+                endpoint = self.endpoints[index]
+                try:
+                    response, body = self._send(
+                        method,
+                        endpoint + path,
+                        params=params,
+                        form=form,
+                        json_body=json_body,
+                        read_timeout=read_timeout,
+                    )
+                except requests.RequestException as exc:
+                    if _maybe_delivered(exc):
+                        if retry is Retry.CONDITIONAL:
+                            raise EtcdOutcomeUnknownError(endpoint, what, _describe(exc)) from exc
+                        answered = unsure = True
+                    problems[endpoint] = _describe(exc)
+                    last_exception = exc
+                    continue
+                self._preferred = index
+                answered = True
+                transient = _transient(response.status_code, body)
+                if transient is not None:
+                    if retry is Retry.CONDITIONAL and not transient.not_applied:
+                        raise EtcdOutcomeUnknownError(endpoint, what, transient.problem)
+                    if retry is Retry.CONDITIONAL or self.deadline > 0:
+                        # Another member, or this one once it has a leader, may take it.
+                        unsure = unsure or not transient.not_applied
+                        problems[endpoint] = transient.problem
+                        last_exception = None
+                        continue
+                try:
+                    return decode_reply(endpoint, response.status_code, body, key=key)
+                except EtcdError as error:
+                    reply = settled(error) if unsure and settled is not None else None
+                    if reply is None:
+                        raise
+                    return reply
+            now = time.monotonic()
+            if not answered or now >= deadline:
+                shown = "; ".join(f"{ep}: {problem}" for ep, problem in problems.items())
+                if not answered or self.deadline <= 0:
+                    problem = f"{what} failed on every endpoint tried; last problem: {shown}"
+                else:
+                    problem = (
+                        f"{what} still failing after {now - started:.1f}s, the deadline "
+                        f"({self.deadline:g}s; the plugin's handles have the boot timeout, "
+                        f"--coreos-boot-timeout); last problems: {shown}"
+                    )
+                raise EtcdError(", ".join(problems), problem) from last_exception
+            time.sleep(min(RETRY_PAUSE * 2**attempt, 0.5, max(0.0, deadline - now)))
+            attempt += 1
+
+
+def _maybe_delivered(exc: requests.RequestException) -> bool:
+    """Whether a failed request may have reached etcd (and so may have been applied): it
+    was sent and then timed out or lost its connection, rather than never connecting."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return False
+    if isinstance(exc, requests.ReadTimeout | requests.exceptions.ChunkedEncodingError):
+        return True
+    cause = exc.args[0] if exc.args else None
+    return _is_read_timeout(exc) or isinstance(cause, urllib3.exceptions.ProtocolError)
+
+
+def _transient(status_code: int, body: bytes) -> _Transient | None:
+    """The reply as a :class:`_Transient` if it is etcd saying it has no leader (yet),
+    or that the request timed out waiting for one; None for any other reply."""
+    if status_code < 500:
+        return None
+    try:
+        decoded: Any = json.loads(body.decode("utf-8", errors="replace"))
+    except ValueError:
+        return None
+    if not isinstance(decoded, dict):
+        return None
+    if "errorCode" in decoded:
+        code = int(decoded["errorCode"])
+        text = f"{decoded.get('message', '')}: {decoded.get('cause', '')}".strip(": ")
+        if code not in (RAFT_INTERNAL, LEADER_ELECT):
+            return None
+        not_applied = code == LEADER_ELECT or any(m in text.lower() for m in _NOT_APPLIED)
+        return _Transient(f"{text} (etcd error {code})", not_applied)
+    if "error" in decoded and "code" in decoded:
+        text = str(decoded.get("message") or decoded["error"])
+        lowered = text.lower()
+        if int(decoded["code"]) not in _GRPC_TRANSIENT and not any(
+            m in lowered for m in _TRANSIENT_MESSAGES
+        ):
+            return None
+        not_applied = any(m in lowered for m in _NOT_APPLIED)
+        return _Transient(f"{text} (gRPC code {decoded['code']})", not_applied)
+    return None
 
 
 def _is_read_timeout(exc: requests.RequestException) -> bool:
@@ -253,6 +437,18 @@ class _EtcdHandle:
         """Seconds to connect, and to wait for each reply, before trying the next endpoint."""
         return self._transport.timeout
 
+    @property
+    def deadline(self) -> float:
+        """Seconds for which key operations are sent again while a member has no leader
+        (0: one pass over the endpoints); shared with :attr:`EtcdClient.v3`."""
+        return self._transport.deadline
+
+    @deadline.setter
+    def deadline(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError(f"deadline must be at least 0 seconds, got {seconds}")
+        self._transport.deadline = seconds
+
     def close(self) -> None:
         """Close the HTTP session, unless the caller passed in their own."""
         self._transport.close()
@@ -284,11 +480,20 @@ class EtcdClient(_EtcdHandle):
         name: str | None = None,
         session: requests.Session | None = None,
         owns_session: bool = False,
+        deadline: float = 0.0,
     ) -> None:
         """``session`` is used for every request; ``owns_session`` makes :meth:`close`
-        close it too (by default only a session the client made itself is closed)."""
+        close it too (by default only a session the client made itself is closed).
+        ``deadline``: seconds for which key operations ride out a member without a leader
+        (see the module's doc; 0, the default, tries each endpoint once)."""
+        if deadline < 0:
+            raise ValueError(f"deadline must be at least 0 seconds, got {deadline}")
         self._transport = _Transport(
-            endpoints, timeout=timeout, session=session, owns_session=owns_session
+            endpoints,
+            timeout=timeout,
+            session=session,
+            owns_session=owns_session,
+            deadline=deadline,
         )
         self.name = name
         self._v3: EtcdV3Client | None = None
@@ -309,9 +514,17 @@ class EtcdClient(_EtcdHandle):
         *,
         params: Mapping[str, str] | None = None,
         form: Mapping[str, str] | None = None,
+        retry: Retry = Retry.SAFE,
+        settled: Callable[[EtcdError], dict[str, Any] | None] | None = None,
     ) -> dict[str, Any]:
         return self._transport.request_json(
-            method, _v2_path(key), params=params, form=form, key=_absolute_key(key)
+            method,
+            _v2_path(key),
+            params=params,
+            form=form,
+            key=_absolute_key(key),
+            retry=retry,
+            settled=settled,
         )
 
     def get(self, key: str, *, quorum: bool = True) -> str:
@@ -352,6 +565,9 @@ class EtcdClient(_EtcdHandle):
         ``prev_exist=False`` creates only (etcd error 105 if the key exists),
         ``prev_exist=True`` updates only; ``prev_value``/``prev_index`` compare and swap
         (error 101 when the comparison fails). ``ttl`` makes the key expire.
+
+        A plain write rides out an election; a conditional one (any ``prev_*``) that got
+        no answer raises :class:`EtcdOutcomeUnknownError` instead of being sent again.
         """
         form = {"value": value}
         if ttl is not None:
@@ -363,7 +579,8 @@ class EtcdClient(_EtcdHandle):
             params["prevValue"] = prev_value
         if prev_index is not None:
             params["prevIndex"] = str(prev_index)
-        reply = self._keys_request("PUT", key, params=params, form=form)
+        retry = Retry.CONDITIONAL if params else Retry.SAFE
+        reply = self._keys_request("PUT", key, params=params, form=form, retry=retry)
         node: dict[str, Any] = reply["node"]
         return node
 
@@ -371,23 +588,42 @@ class EtcdClient(_EtcdHandle):
         """Create the directory ``key`` and return its node; error 105 if the key exists.
 
         Like ``os.mkdir``, an existing key is an error rather than silently kept, so a
-        test that expects a fresh directory finds out when it is not.
+        test that expects a fresh directory finds out when it is not. Sent again after an
+        election, it takes a directory found there as its own: the try that got no answer
+        may have made it.
         """
         form = {"dir": "true"}
         if ttl is not None:
             form["ttl"] = str(ttl)
-        reply = self._keys_request("PUT", key, params={"prevExist": "false"}, form=form)
+
+        def made_by_an_earlier_try(error: EtcdError) -> dict[str, Any] | None:
+            if error.error_code != NODE_EXIST:
+                return None
+            node = self.get_node(key)
+            return {"node": node} if node.get("dir") else None
+
+        reply = self._keys_request(
+            "PUT", key, params={"prevExist": "false"}, form=form, settled=made_by_an_earlier_try
+        )
         node: dict[str, Any] = reply["node"]
         return node
 
     def delete(self, key: str, *, recursive: bool = False, dir: bool = False) -> None:
-        """Delete ``key``; a directory needs ``dir=True`` (empty) or ``recursive=True``."""
+        """Delete ``key``; a directory needs ``dir=True`` (empty) or ``recursive=True``.
+
+        Sent again after an election, it takes "key not found" as done: the try that got
+        no answer may have deleted it.
+        """
         params: dict[str, str] = {}
         if recursive:
             params["recursive"] = "true"
         if dir:
             params["dir"] = "true"
-        self._keys_request("DELETE", key, params=params)
+
+        def deleted_by_an_earlier_try(error: EtcdError) -> dict[str, Any] | None:
+            return {} if error.error_code == KEY_NOT_FOUND else None
+
+        self._keys_request("DELETE", key, params=params, settled=deleted_by_an_earlier_try)
 
     def ls(self, key: str = "/", *, recursive: bool = False) -> list[str]:
         """Full keys of the children of directory ``key`` (all descendants if recursive), sorted."""
@@ -521,8 +757,9 @@ class EtcdV3Client(_EtcdHandle):
         timeout: float = 5.0,
         name: str | None = None,
         session: requests.Session | None = None,
+        deadline: float = 0.0,
     ) -> None:
-        self._transport = _Transport(endpoints, timeout=timeout, session=session)
+        self._transport = _Transport(endpoints, timeout=timeout, session=session, deadline=deadline)
         self.name = name
 
     @classmethod
@@ -532,8 +769,10 @@ class EtcdV3Client(_EtcdHandle):
         client.name = name
         return client
 
-    def _post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        return self._transport.request_json("POST", path, json_body=body)
+    def _post(
+        self, path: str, body: Mapping[str, Any], retry: Retry = Retry.NEVER
+    ) -> dict[str, Any]:
+        return self._transport.request_json("POST", path, json_body=body, retry=retry)
 
     def put(self, key: str, value: str, *, lease: int | None = None) -> int:
         """Write ``key`` (attached to ``lease`` if given) and return the new revision."""
@@ -541,24 +780,25 @@ class EtcdV3Client(_EtcdHandle):
         if lease is not None:
             # int64 fields travel as strings in the gateway's JSON.
             body["lease"] = str(lease)
-        reply = self._post("/v3/kv/put", body)
+        reply = self._post("/v3/kv/put", body, Retry.SAFE)
         return int(reply["header"]["revision"])
 
     def get(self, key: str) -> str | None:
         """The value of ``key``, or None when it does not exist."""
-        reply = self._post("/v3/kv/range", {"key": _b64(key)})
+        reply = self._post("/v3/kv/range", {"key": _b64(key)}, Retry.SAFE)
         kvs = reply.get("kvs", [])
         return _unb64(kvs[0].get("value", "")) if kvs else None
 
     def get_prefix(self, prefix: str) -> dict[str, str]:
         """Every key starting with ``prefix`` and its value."""
-        reply = self._post("/v3/kv/range", _prefix_range(prefix))
+        reply = self._post("/v3/kv/range", _prefix_range(prefix), Retry.SAFE)
         return {_unb64(kv["key"]): _unb64(kv.get("value", "")) for kv in reply.get("kvs", [])}
 
     def delete(self, key: str, *, prefix: bool = False) -> int:
-        """Delete ``key`` (or every key starting with it) and return how many went."""
+        """Delete ``key`` (or every key starting with it) and return how many went (after an
+        election ridden out, how many the last try deleted)."""
         body = _prefix_range(key) if prefix else {"key": _b64(key)}
-        reply = self._post("/v3/kv/deleterange", body)
+        reply = self._post("/v3/kv/deleterange", body, Retry.SAFE)
         # The gateway leaves out zero-valued fields, so nothing deleted means no "deleted".
         return int(reply.get("deleted", 0))
 
@@ -570,3 +810,21 @@ class EtcdV3Client(_EtcdHandle):
     def revoke(self, lease_id: int) -> None:
         """Revoke a lease, deleting every key attached to it."""
         self._post("/v3/lease/revoke", {"ID": str(lease_id)})
+
+    def txn(
+        self,
+        compare: Sequence[Mapping[str, Any]],
+        success: Sequence[Mapping[str, Any]] = (),
+        failure: Sequence[Mapping[str, Any]] = (),
+    ) -> dict[str, Any]:
+        """A transaction, in the gateway's JSON (keys and values base64, as
+        :func:`encode` gives them): ``success`` runs if every ``compare`` holds, else
+        ``failure``. Returns etcd's reply (``succeeded``, ``responses``). Conditional: one
+        that got no answer raises :class:`EtcdOutcomeUnknownError`."""
+        body = {"compare": list(compare), "success": list(success), "failure": list(failure)}
+        return self._post("/v3/kv/txn", body, Retry.CONDITIONAL)
+
+
+def encode(text: str) -> str:
+    """``text`` as the v3 gateway takes keys and values (base64 of its UTF-8)."""
+    return _b64(text)

@@ -43,6 +43,11 @@ class MachineControl(Protocol):
         """Raise :class:`ProcessError` if the machine's etcd has exited on its own."""
 
 
+# The boot timeout's default: how long a machine's etcd handles ride out an election
+# until its cluster gives them its own.
+ETCD_DEADLINE = 60.0
+
+
 class Machine:
     """One machine of a cluster: its name, addresses, SSH and etcd handles, and faults."""
 
@@ -65,6 +70,9 @@ class Machine:
         # Where the machine is reached through something other than this host's own
         # network (a network lab's namespace), every HTTP session must come from here.
         self.http_session = http_session
+        # How long its etcd handles ride out a member without a leader: the cluster sets
+        # the boot timeout once the machine is its.
+        self._etcd_deadline = ETCD_DEADLINE
         self.etcd = self.etcd_client(etcd_endpoints)
         # False where the machine runs no systemd of its own (the local provider's).
         self._has_systemd = systemd
@@ -94,12 +102,31 @@ class Machine:
         """The client URLs its etcd advertises."""
         return self.etcd.endpoints
 
-    def etcd_client(self, endpoints: Sequence[str], *, timeout: float = 5.0) -> EtcdClient:
+    @property
+    def etcd_deadline(self) -> float:
+        """Seconds for which its etcd handles send key operations again while the cluster
+        elects a leader (the boot timeout)."""
+        return self._etcd_deadline
+
+    @etcd_deadline.setter
+    def etcd_deadline(self, seconds: float) -> None:
+        self._etcd_deadline = seconds
+        self.etcd.deadline = seconds
+
+    def etcd_client(
+        self, endpoints: Sequence[str], *, timeout: float = 5.0, deadline: float | None = None
+    ) -> EtcdClient:
         """An etcd client over ``endpoints`` that reaches them the way this machine is
-        reached (its own session where it lives in a network lab)."""
+        reached (its own session where it lives in a network lab), riding out an election
+        for ``deadline`` seconds (by default :attr:`etcd_deadline`; 0: not at all)."""
         session = self.http_session() if self.http_session is not None else None
         return EtcdClient(
-            endpoints, timeout=timeout, name=self.name, session=session, owns_session=True
+            endpoints,
+            timeout=timeout,
+            name=self.name,
+            session=session,
+            owns_session=True,
+            deadline=self._etcd_deadline if deadline is None else deadline,
         )
 
     def stop(self) -> None:

@@ -127,7 +127,7 @@ class SSHClient:
         self.identity_file = identity_file
         self.connect_timeout = connect_timeout
         # Opens the TCP connection instead of paramiko (host, port, timeout): for machines
-        # in a network lab, NetworkLab.connect, whose sockets are made inside the lab.
+        # in a network lab, NetworkLab.connect, whose sockets are bound to the lab's link.
         self.sock_factory = sock_factory
         self.last_login_error: SSHError | None = None
         self._lock = threading.Lock()

@@ -108,7 +108,7 @@ class DiscoveryService:
         self.workdir = workdir
         self.address = address  # None: a loopback block of its own
         # Where it runs and how it is reached: inside a network lab's hub namespace, the
-        # lab's command prefix and a session whose connections are made in the lab.
+        # lab's command prefix and a session bound to the lab's link.
         self._command = command or (lambda argv: argv)
         self.die_with_parent = die_with_parent
         self.block: AddressBlock | None = None

@@ -1,13 +1,21 @@
-"""Network namespaces for local machines, so that a test can cut them off each other.
+"""Network labs: machines in network namespaces that tests can cut off each other, and
+that the test process reaches like any host on a local network.
 
 Each machine of a lab gets its own network namespace, joined by a veth pair to a bridge
-in a hub namespace that the lab also makes. Every address lives inside those namespaces:
-nothing is added to the main namespace (no route, no address, no link, not even for a
-moment: each veth pair is created inside the hub with its peer put straight into the
-machine's namespace). The plugin, which stays in the main namespace, reaches the machines
-through sockets created inside the hub by a dedicated thread that entered it with
-``setns``; a socket belongs to the namespace it was created in for its whole life, so the
-connect, and all traffic after it, can then happen in any thread.
+in a hub namespace that the lab also makes (each pair is created inside the hub with its
+peer put straight into the machine's namespace). One more pair joins the bridge to the
+namespace the test process runs in, as Docker's bridge or a libvirt network does: its
+host end (``pco-<lab id>``) holds the address ``.253`` of the lab's /24, so this host
+routes the whole subnet into the lab. Every client of the test process (requests, curl,
+etcdctl, OpenSSH, the plugin's own handles) then reaches the machines' addresses directly.
+
+The subnet is a /24 of 198.18.0.0/15 of the lab's own (:func:`addresses.claim_subnet`):
+that range is reserved for benchmarking networks, so nothing answers there on any real
+network should a packet be sent after the lab is gone. While a lab exists, every address
+of its subnet (machines and unused ones alike) routes to its host link, which
+:meth:`NetworkLab.create` checks with ``ip route get`` before anything is sent; the
+plugin's own sockets are moreover bound to that link (``SO_BINDTODEVICE``), so they cannot
+leave by another interface whatever the routes say, and fail once it is gone.
 
 A partition is a set of ``blackhole`` policy rules (iproute2 only, no iptables) inside
 the machine namespaces: a machine drops every packet coming from a peer of another group,
@@ -18,16 +26,16 @@ like new ones (a rule change invalidates the routes sockets cache). Senders see 
 and time out, as across a real network split, rather than the immediate error a
 ``blackhole`` *route* would give them. Healing also flushes the peer's neighbour entry,
 so that nothing sent during the cut, waiting for an ARP answer, is delivered afterwards.
+The test process and the hub are in no group: they keep reaching every machine.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
+import hashlib
 import ipaddress
 import json
 import os
-import queue
 import re
 import secrets
 import shutil
@@ -36,26 +44,34 @@ import subprocess
 import tempfile
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
 import requests
 from requests.adapters import DEFAULT_POOLBLOCK, HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from urllib3.connection import HTTPConnection
 
 from pytest_coreos.errors import CoreOSError
+from pytest_coreos.host.addresses import LAB_NETWORK, SubnetClaim, claim_subnet
 
 NAMESPACE_PREFIX = "pytest-coreos-"
 NETNS_DIR = Path("/run/netns")
+SYS_NET = Path("/sys/class/net")
 HUB_SUFFIX = "hub"
 BRIDGE = "br0"
 MACHINE_INTERFACE = "eth0"
+# The host's pair: its end in the test process's namespace is named after the lab
+# (HOST_LINK_PREFIX + lab id), its hub end is a port of the bridge.
+HOST_LINK_PREFIX = "pco-"
+HOST_LINK_ALIAS = "pytest-coreos:"  # + lab id: the reaper deletes only links so marked
+HUB_HOST_PORT = "host0"
+# Addresses of a lab's /24: machines at .1-.252, the host end .253, the hub's bridge .254.
+LAST_MACHINE_INDEX = 252
+HOST_INDEX = 253
+HUB_INDEX = 254
 # Policy rules are looked up in priority order and the kernel's "lookup local" rule, at 0,
 # would deliver a peer's packets before any drop rule: each machine namespace moves it
 # behind the partition rules.
@@ -66,15 +82,13 @@ LOCAL_PRIORITY = 100
 LINK_GROUP = 213
 # No ip command of this module waits on anything: one that takes this long is stuck.
 IP_TIMEOUT = 30.0
-CLONE_NEWNET = 0x40000000
+IFNAMSIZ = 15  # the longest interface name Linux takes
 
 _LAB_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,19}")
 _MACHINE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 _SUBNET = re.compile(r"(\d{1,3})\.(\d{1,3})\.(\d{1,3})")
 # Where iproute2 and util-linux live when PATH lacks the sbin folders (ordinary users).
 _TOOL_FOLDERS = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
-
-T = TypeVar("T")
 
 
 class NetworkError(CoreOSError):
@@ -111,8 +125,6 @@ def netns_supported() -> str | None:
     for tool in ("ip", "nsenter", "unshare"):
         if _tool(tool) is None:
             return f"{tool} not found (install iproute2 and util-linux)"
-    if not hasattr(os, "setns") and not hasattr(_libc(), "setns"):
-        return "the C library has no setns()"
     # Being root is not enough in a container without CAP_SYS_ADMIN: try it.
     probe = subprocess.run(
         [_require_tool("unshare"), "--net", "--uts", "--", "/bin/true"],
@@ -124,92 +136,6 @@ def netns_supported() -> str | None:
     if probe.returncode != 0:
         return f"cannot create namespaces: {probe.stderr.strip() or probe.returncode}"
     return None
-
-
-# -- entering a namespace from one thread ----------------------------------------------
-
-
-_libc_handle: ctypes.CDLL | None = None
-
-
-def _libc() -> ctypes.CDLL:
-    global _libc_handle
-    if _libc_handle is None:
-        _libc_handle = ctypes.CDLL(None, use_errno=True)
-    return _libc_handle
-
-
-def _enter_network_namespace(path: Path) -> None:
-    """Move the calling thread (only it) into the network namespace bound at ``path``."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        setns = getattr(os, "setns", None)  # Python 3.12+
-        if setns is not None:
-            setns(fd, CLONE_NEWNET)
-        elif _libc().setns(fd, CLONE_NEWNET) != 0:
-            error = ctypes.get_errno()
-            raise OSError(error, f"setns({path}): {os.strerror(error)}")
-    finally:
-        os.close(fd)
-    if os.stat("/proc/thread-self/ns/net").st_ino != os.stat(path).st_ino:
-        raise NetworkError(str(path), "setns() returned, but the thread is not in it")
-
-
-_Task = tuple[Callable[[], Any], "Future[Any]"]
-
-
-class _NamespaceThread:
-    """A long-lived thread inside one network namespace, running what it is handed.
-
-    Only this thread ever calls setns: the main thread, and every other thread of pytest,
-    keep the namespace they started in.
-    """
-
-    def __init__(self, path: Path, name: str) -> None:
-        self.path = path
-        self._tasks: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._closed = False
-        entered: Future[None] = Future()
-        self._thread = threading.Thread(target=self._serve, args=(entered,), name=name, daemon=True)
-        self._thread.start()
-        try:
-            entered.result()
-        except BaseException:
-            self._thread.join()
-            raise
-
-    def _serve(self, entered: Future[None]) -> None:
-        try:
-            _enter_network_namespace(self.path)
-        except BaseException as error:
-            entered.set_exception(error)
-            return
-        entered.set_result(None)
-        while (task := self._tasks.get()) is not None:
-            function, future = task
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(function())
-                except BaseException as error:
-                    future.set_exception(error)
-
-    def call(self, function: Callable[[], T]) -> T:
-        """Run ``function`` in the namespace and return what it returns (or raise)."""
-        future: Future[T] = Future()
-        with self._lock:
-            if self._closed:
-                raise NetworkError(str(self.path), "the lab was destroyed")
-            self._tasks.put((function, future))
-        return future.result()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._tasks.put(None)
-        self._thread.join()
 
 
 # -- running ip ----------------------------------------------------------------------------
@@ -372,77 +298,116 @@ class MachineNetwork:
 def _parse_subnet(subnet: str) -> ipaddress.IPv4Network:
     match = _SUBNET.fullmatch(subnet)
     if match is None or any(int(part) > 255 for part in match.groups()):
-        raise ValueError(f"subnet must be three octets such as '10.213.7', got {subnet!r}")
+        raise ValueError(f"subnet must be three octets such as '198.18.7', got {subnet!r}")
     network = ipaddress.IPv4Network(f"{subnet}.0/24")
-    if not network.is_private or network.is_loopback or network.is_link_local:
+    if not network.subnet_of(LAB_NETWORK):
         raise ValueError(
-            f"subnet {subnet!r}: use a private range such as 10.x.y, 172.16-31.x or 192.168.x "
-            "(loopback and link-local ranges have other meanings)"
+            f"subnet {subnet!r}: a lab's subnet is a /24 of {LAB_NETWORK} (reserved for "
+            "benchmarking networks, so that nothing real is ever at its addresses)"
         )
     return network
 
 
-class _HubConnector:
-    """Opens TCP connections from inside a lab's hub namespace (for urllib3)."""
+def host_link_name(lab_id: str) -> str:
+    """The name of a lab's link in the test process's namespace: ``pco-<lab id>``, or a
+    digest of a lab id too long for an interface name."""
+    name = HOST_LINK_PREFIX + lab_id
+    if len(name) <= IFNAMSIZ:
+        return name
+    digest = hashlib.blake2s(lab_id.encode(), digest_size=8).hexdigest()
+    return (HOST_LINK_PREFIX + digest)[:IFNAMSIZ]
+
+
+def _route_network(route: Mapping[str, Any]) -> ipaddress.IPv4Network | None:
+    destination = str(route.get("dst", ""))
+    if destination in ("", "default"):
+        return None
+    try:
+        network = ipaddress.ip_network(destination, strict=False)
+    except ValueError:
+        return None
+    return network if isinstance(network, ipaddress.IPv4Network) else None
+
+
+def routes_into(network: ipaddress.IPv4Network) -> list[str]:
+    """This namespace's IPv4 routes, in every table, that cover any address of ``network``
+    (the default route aside): ``"198.18.7.0/24 dev pco-1a2b (main)"``..."""
+    result = subprocess.run(
+        [_require_tool("ip"), "-j", "-4", "route", "show", "table", "all"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=IP_TIMEOUT,
+    )
+    if result.returncode != 0:
+        raise NetworkError("ip route show table all", result.stderr.strip())
+    found = []
+    for route in json.loads(result.stdout or "[]"):
+        covered = _route_network(route)
+        if covered is not None and covered.prefixlen > 0 and covered.overlaps(network):
+            kind = route.get("type", "unicast")
+            found.append(
+                f"{route['dst']} {'dev ' + route['dev'] if 'dev' in route else kind} "
+                f"({route.get('table', 'main')})"
+            )
+    return found
+
+
+def routes_taken(addresses: Sequence[str]) -> dict[str, str]:
+    """The interface ``ip route get`` gives for each address (a lookup: nothing is sent),
+    or what it said instead."""
+    if not addresses:
+        return {}
+    result = subprocess.run(
+        [_require_tool("ip"), "-j", "-force", "-batch", "-"],  # each lookup on its own
+        input="".join(f"route get {address}\n" for address in addresses),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=IP_TIMEOUT,
+    )
+    taken: dict[str, str] = {}
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    for line in lines:
+        for route in json.loads(line):
+            taken[str(route.get("dst"))] = str(route.get("dev") or route.get("type") or "?")
+    for address in addresses:
+        taken.setdefault(address, f"no route ({result.stderr.strip() or 'ip said nothing'})")
+    return taken
+
+
+def delete_host_links(names: Iterable[str]) -> list[str]:
+    """Delete the named host links of labs (only links marked as a lab's, so a name
+    reused by anything else is left alone); return the names deleted. Their peers in the
+    hub, and the routes through them, go with them."""
+    deleted = []
+    for name in dict.fromkeys(names):
+        if not name.startswith(HOST_LINK_PREFIX) or "/" in name:
+            continue
+        try:
+            alias = (SYS_NET / name / "ifalias").read_text().strip()
+        except OSError:
+            continue
+        if alias.startswith(HOST_LINK_ALIAS):
+            _ip_quiet(None, [f"link del {name}"])
+            if not (SYS_NET / name).exists():
+                deleted.append(name)
+    return deleted
+
+
+def _bound_to(link: str) -> list[tuple[int, int, bytes]]:
+    """Socket options that bind a socket to ``link``: what it sends leaves by no other
+    interface, and it cannot be connected once the link is gone."""
+    return [(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, link.encode())]
+
+
+class _LabAdapter(HTTPAdapter):
+    """requests' adapter, pooling as usual, with every socket bound to the lab's host
+    link; it refuses to connect once the lab is destroyed."""
 
     def __init__(self, lab: NetworkLab) -> None:
         self._lab = weakref.ref(lab)
-
-    def __call__(self, address: str, port: int, timeout: float | None) -> socket.socket:
-        lab = self._lab()
-        if lab is None:
-            raise NetworkError("network lab", "the lab of this session no longer exists")
-        return lab.connect(address, port, timeout)
-
-
-def _new_hub_connection(connection: HTTPConnection, connector: _HubConnector) -> socket.socket:
-    """urllib3's ``_new_conn`` with the socket made in the hub; same errors as urllib3's."""
-    timeout = connection.timeout  # urllib3 has already resolved its default to a number
-    try:
-        sock = connector(connection._dns_host, connection.port, timeout)
-    except TimeoutError as error:
-        raise ConnectTimeoutError(
-            connection,
-            f"Connection to {connection.host} timed out. (connect timeout={timeout})",
-        ) from error
-    except (OSError, ValueError, NetworkError) as error:
-        raise NewConnectionError(
-            connection, f"Failed to establish a new connection: {error}"
-        ) from error
-    try:
-        for option in connection.socket_options or ():
-            sock.setsockopt(*option)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def _hub_pool_classes(connector: _HubConnector) -> dict[str, type[HTTPConnectionPool]]:
-    """Connection pool classes whose connections open their sockets in the hub."""
-
-    class HubHTTPConnection(HTTPConnection):
-        def _new_conn(self) -> socket.socket:
-            return _new_hub_connection(self, connector)
-
-    class HubHTTPSConnection(HTTPSConnection):
-        def _new_conn(self) -> socket.socket:
-            return _new_hub_connection(self, connector)
-
-    class HubHTTPConnectionPool(HTTPConnectionPool):
-        ConnectionCls = HubHTTPConnection
-
-    class HubHTTPSConnectionPool(HTTPSConnectionPool):
-        ConnectionCls = HubHTTPSConnection
-
-    return {"http": HubHTTPConnectionPool, "https": HubHTTPSConnectionPool}
-
-
-class _HubAdapter(HTTPAdapter):
-    """requests' adapter, pooling as usual, over connections made inside the hub."""
-
-    def __init__(self, connector: _HubConnector) -> None:
-        self._connector = connector  # before super().__init__, which builds the pools
+        self._link = lab.host_link
         super().__init__()
 
     def init_poolmanager(
@@ -452,47 +417,91 @@ class _HubAdapter(HTTPAdapter):
         block: bool = DEFAULT_POOLBLOCK,
         **pool_kwargs: Any,
     ) -> None:
-        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
-        self.poolmanager.pool_classes_by_scheme = _hub_pool_classes(self._connector)
+        options = [*HTTPConnection.default_socket_options, *_bound_to(self._link)]
+        super().init_poolmanager(connections, maxsize, block, socket_options=options, **pool_kwargs)
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
+        lab = self._lab()
+        if lab is None or not lab.created:
+            raise requests.ConnectionError(
+                f"network lab {self._link}: the lab was destroyed (or not created)",
+                request=request,
+            )
+        return super().send(request, *args, **kwargs)
 
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        raise NetworkError(proxy, "a proxy would connect from the main namespace; not used")
+        raise NetworkError(proxy, "a proxy would take requests out of the lab; not used")
 
 
 class NetworkLab:
-    """One cluster's network: a hub namespace with a bridge, and a namespace per machine.
+    """One cluster's network: a hub namespace with a bridge, a namespace per machine, and
+    a link from the test process's namespace into the bridge.
 
     ``lab_id`` names everything the lab makes (``pytest-coreos-<lab_id>-hub``,
-    ``pytest-coreos-<lab_id>-core-01``...); ``subnet`` is the /24 inside, machines at
-    ``.1``-``.253`` and the hub at ``.254``. As the addresses exist only inside the lab,
-    two labs may use the same subnet.
+    ``pytest-coreos-<lab_id>-core-01``..., the host link ``pco-<lab_id>``). Its subnet is
+    a /24 of 198.18.0.0/15 that :meth:`create` claims (``subnet`` asks for one by its
+    three octets, e.g. ``"198.18.7"``): machines at ``.1``-``.252``, the host end of the
+    link at ``.253``, the hub at ``.254``. No two labs of this host share a subnet.
     """
 
-    def __init__(self, lab_id: str, subnet: str) -> None:
+    def __init__(self, lab_id: str, subnet: str | None = None) -> None:
         if _LAB_ID.fullmatch(lab_id) is None:
             raise ValueError(
                 f"lab_id must be 1-20 characters of a-z, 0-9 and '-', starting with a "
                 f"letter or digit; got {lab_id!r}"
             )
         self.lab_id = lab_id
-        self.subnet = subnet
-        self.network = _parse_subnet(subnet)
+        self._wanted = _parse_subnet(subnet) if subnet is not None else None
         self.hub = f"{NAMESPACE_PREFIX}{lab_id}-{HUB_SUFFIX}"
-        self.hub_address = f"{subnet}.254"
+        self.host_link = host_link_name(lab_id)
         self._lock = threading.RLock()
+        self._claim: SubnetClaim | None = None
+        self._created = False
+        self._host_link_made = False
         self._machines: dict[str, MachineNetwork] = {}
         self._made: list[str] = []  # namespaces this lab created and has not deleted
-        self._hub_thread: _NamespaceThread | None = None
         self._sessions: weakref.WeakSet[requests.Session] = weakref.WeakSet()
         self._blocked: dict[str, frozenset[str]] = {}  # machine -> peer addresses it drops
         self._groups: tuple[tuple[str, ...], ...] = ()
 
     def __repr__(self) -> str:
-        return f"<NetworkLab {self.lab_id} {self.network} machines={list(self._machines)}>"
+        network = self._claim.network if self._claim is not None else "(no subnet)"
+        return f"<NetworkLab {self.lab_id} {network} machines={list(self._machines)}>"
 
     @property
     def created(self) -> bool:
-        return self._hub_thread is not None
+        return self._created
+
+    @property
+    def network(self) -> ipaddress.IPv4Network:
+        """The lab's /24, claimed by :meth:`create`."""
+        if self._claim is None:
+            raise NetworkError(f"lab {self.lab_id}", "create() the lab to give it a subnet")
+        return self._claim.network
+
+    @property
+    def subnet(self) -> str:
+        """The lab's subnet as its first three octets, e.g. ``198.18.7``."""
+        return str(self.network.network_address).rsplit(".", 1)[0]
+
+    def address(self, index: int) -> str:
+        """Address ``index`` (1-254) of the lab's subnet."""
+        return f"{self.subnet}.{index}"
+
+    @property
+    def hub_address(self) -> str:
+        return self.address(HUB_INDEX)
+
+    @property
+    def host_address(self) -> str:
+        """The address of the test process's end of the lab: machines see its
+        connections come from there."""
+        return self.address(HOST_INDEX)
+
+    @property
+    def host_links(self) -> list[str]:
+        """The links this lab made in the test process's namespace and still has."""
+        return [self.host_link] if self._host_link_made else []
 
     @property
     def machines(self) -> list[MachineNetwork]:
@@ -536,13 +545,22 @@ class NetworkLab:
         self._made.append(name)
 
     def create(self) -> None:
-        """Make the hub namespace and its bridge; nothing if already made. A failure
-        removes whatever this call made before raising."""
+        """Claim a subnet, make the hub namespace, its bridge and the host link, and check
+        that every address of the subnet routes into the lab; nothing if already made. A
+        failure removes whatever this call made before raising."""
         with self._lock:
             if self.created:
                 return
+            if (SYS_NET / self.host_link).exists():
+                raise NetworkError(
+                    self.host_link,
+                    "a link of that name already exists: left by a run that was killed? "
+                    f"(pytest --coreos-reap removes it, or: ip link delete {self.host_link})",
+                )
             try:
+                self._claim = claim_subnet(lambda net: bool(routes_into(net)), wanted=self._wanted)
                 self._add_namespace(self.hub)
+                self._host_link_made = True  # or about to be: destroy() looks for it
                 # A fixed MAC: a bridge otherwise takes its lowest port's, which changes
                 # as machines come and go, leaving stale ARP entries behind.
                 mac = "02:" + ":".join(f"{byte:02x}" for byte in secrets.token_bytes(5))
@@ -555,15 +573,53 @@ class NetworkLab:
                         f"link set {BRIDGE} addrgenmode none",
                         f"addr add {self.hub_address}/24 dev {BRIDGE}",
                         f"link set {BRIDGE} up",
+                        # The host's pair, made here with its end put straight into the
+                        # namespace of this process.
+                        f"link add {HUB_HOST_PORT} group {LINK_GROUP} type veth "
+                        f"peer name {self.host_link} netns {os.getpid()}",
+                        f"link set {HUB_HOST_PORT} addrgenmode none",
+                        f"link set {HUB_HOST_PORT} master {BRIDGE} up",
                     ],
                     subject=self.hub,
                 )
-                self._hub_thread = _NamespaceThread(
-                    NETNS_DIR / self.hub, name=f"pytest-coreos-netns-{self.lab_id}"
+                # No IPv6 on it either (no link-local address, no multicast route).
+                ipv6 = Path("/proc/sys/net/ipv6/conf", self.host_link, "disable_ipv6")
+                if ipv6.exists():
+                    ipv6.write_text("1\n")
+                _ip_batch(
+                    None,
+                    [
+                        f"link set {self.host_link} alias {HOST_LINK_ALIAS}{self.lab_id}",
+                        f"link set {self.host_link} addrgenmode none",
+                        f"addr add {self.host_address}/24 dev {self.host_link}",
+                        f"link set {self.host_link} up",
+                    ],
+                    subject=self.host_link,
                 )
+                self._check_contained()
+                self._created = True
             except BaseException:
                 self.destroy()
                 raise
+
+    def _check_contained(self) -> None:
+        """Every address of the subnet but the host's own routes to the host link: a rule
+        or route of this host that sent some elsewhere (a VPN's, say) stops the lab
+        before anything is sent."""
+        addresses = [str(host) for host in self.network.hosts() if str(host) != self.host_address]
+        elsewhere = {
+            address: device
+            for address, device in routes_taken(addresses).items()
+            if device != self.host_link
+        }
+        if elsewhere:
+            shown = ", ".join(f"{a} -> {d}" for a, d in list(elsewhere.items())[:5])
+            raise NetworkError(
+                f"lab {self.lab_id}",
+                f"{len(elsewhere)} addresses of {self.network} would not go to "
+                f"{self.host_link}: {shown}; check this host's rules and routes "
+                "(ip rule, ip route get ADDRESS)",
+            )
 
     def add_machine(self, name: str, index: int) -> MachineNetwork:
         """Make machine ``name``'s namespace, wired to the hub, at address subnet.``index``.
@@ -575,8 +631,11 @@ class NetworkLab:
                 f"machine name must be 1-32 characters of a-z, 0-9 and '-' (not "
                 f"{HUB_SUFFIX!r}); got {name!r}"
             )
-        if not 1 <= index <= 253:
-            raise ValueError(f"machine index must be 1-253 (.254 is the hub), got {index}")
+        if not 1 <= index <= LAST_MACHINE_INDEX:
+            raise ValueError(
+                f"machine index must be 1-{LAST_MACHINE_INDEX} (.{HOST_INDEX} is the host, "
+                f".{HUB_INDEX} the hub), got {index}"
+            )
         with self._lock:
             if not self.created:
                 raise NetworkError(self.hub, "create() the lab before adding machines")
@@ -589,7 +648,7 @@ class NetworkLab:
             machine = MachineNetwork(
                 name=name,
                 netns=f"{NAMESPACE_PREFIX}{self.lab_id}-{name}",
-                address=f"{self.subnet}.{index}",
+                address=self.address(index),
                 index=index,
                 hub_interface=f"veth{index}",
             )
@@ -630,7 +689,7 @@ class NetworkLab:
             self._machines[name] = machine
             return machine
 
-    # -- reaching the machines from the main namespace -------------------------------------
+    # -- reaching the machines from the test process ---------------------------------------
 
     def hub_command(self, argv: Sequence[str]) -> list[str]:
         """``argv`` run inside the hub namespace (by exec: the PID stays the program's)."""
@@ -638,32 +697,22 @@ class NetworkLab:
             raise ValueError("hub_command() needs a program to run; got an empty sequence")
         return [_require_tool("nsenter"), f"--net={NETNS_DIR / self.hub}", "--", *argv]
 
-    def hub_socket(
-        self, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM
-    ) -> socket.socket:
-        """A new socket belonging to the hub namespace, usable from any thread."""
-        thread = self._hub_thread
-        if thread is None:
-            raise NetworkError(self.hub, "the lab is not created (or was destroyed)")
-        return thread.call(lambda: socket.socket(family, type))
-
     def connect(self, address: str, port: int, timeout: float | None) -> socket.socket:
-        """A TCP connection to ``address``:``port`` (an IP address) from the hub.
-
-        Only the socket's creation runs in the hub thread; the connect runs in the
-        caller's, so a slow connect never holds up another. Errors are those of
-        ``socket.create_connection``; the socket keeps ``timeout``.
-        """
+        """A TCP connection to ``address``:``port`` of the lab, over its host link (the
+        socket is bound to it). Errors are those of ``socket.connect``; the socket keeps
+        ``timeout``."""
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
-            raise ValueError(
-                f"connect() takes an IP address, got {address!r} (a name would be looked up "
-                "from the main namespace)"
-            ) from None
-        family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
-        sock = self.hub_socket(family, socket.SOCK_STREAM)
+            raise ValueError(f"connect() takes an IP address, got {address!r}") from None
+        if not self.created:
+            raise NetworkError(f"lab {self.lab_id}", "the lab was destroyed (or not created)")
+        if ip not in self.network:
+            raise ValueError(f"{address} is not an address of lab {self.lab_id} ({self.network})")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
+            for option in _bound_to(self.host_link):
+                sock.setsockopt(*option)
             sock.settimeout(timeout)
             sock.connect((str(ip), port))
         except BaseException:
@@ -672,12 +721,12 @@ class NetworkLab:
         return sock
 
     def requests_session(self) -> requests.Session:
-        """A requests Session whose every connection is made from the hub (pooled and
-        kept alive as usual). It ignores proxy settings of the environment, and the lab
-        closes it when destroyed."""
+        """A requests Session whose connections are bound to the lab's host link (pooled
+        and kept alive as usual). It ignores proxy settings of the environment, and the
+        lab closes it when destroyed."""
         session = requests.Session()
-        session.trust_env = False  # HTTP_PROXY would send requests from the main namespace
-        adapter = _HubAdapter(_HubConnector(self))
+        session.trust_env = False  # HTTP_PROXY would send requests out of the lab
+        adapter = _LabAdapter(self)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         with self._lock:
@@ -759,29 +808,33 @@ class NetworkLab:
     # -- teardown --------------------------------------------------------------------------
 
     def destroy(self) -> None:
-        """Delete every namespace and link the lab made; safe to call again, and never
-        raises because something is already gone. Processes still inside the machines
-        are their owner's to end (a namespace outlives its name while they run, with no
-        links left in it)."""
+        """Delete every namespace and link the lab made, then release its subnet; safe to
+        call again, and never raises because something is already gone. Processes still
+        inside the machines are their owner's to end (a namespace outlives its name while
+        they run, with no links left in it)."""
         with self._lock:
+            self._created = False
             for session in list(self._sessions):
                 session.close()
             self._sessions = weakref.WeakSet()
-            if self._hub_thread is not None:
-                self._hub_thread.close()
-                self._hub_thread = None
+            if self._host_link_made:
+                # Its peer, the hub's port, goes with it, and the routes through it.
+                _ip_quiet(None, [f"link del {self.host_link}"])
+                self._host_link_made = (SYS_NET / self.host_link).exists()
             present = _present_namespaces()
             if self.hub in self._made and self.hub in present:
                 # The bridge and the hub ends of the veth pairs; each machine end (eth0)
                 # goes with its pair.
                 _ip_quiet(self.hub, [f"link del group {LINK_GROUP}"])
             _ip_quiet(None, [f"netns del {name}" for name in self._made if name in present])
-            left = [name for name in self._made if name in _present_namespaces()]
-            self._made = left
+            self._made = [name for name in self._made if name in _present_namespaces()]
+            left = self._made + ([f"link {self.host_link}"] if self._host_link_made else [])
             if left:
-                raise NetworkError(
-                    f"lab {self.lab_id}", f"could not delete namespaces: {', '.join(left)}"
-                )
+                # The subnet stays claimed while anything of the lab may still route to it.
+                raise NetworkError(f"lab {self.lab_id}", f"could not delete: {', '.join(left)}")
+            if self._claim is not None:
+                self._claim.close()
+                self._claim = None
             self._machines.clear()
             self._blocked.clear()
             self._groups = ()

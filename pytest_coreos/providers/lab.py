@@ -29,9 +29,6 @@ from pytest_coreos.providers.protocol import BootContext, MachineDescription
 if TYPE_CHECKING:
     from pytest_coreos.handles.machine import MachineControl
 
-# Addresses inside a lab exist only there, so every lab can use the same private /24.
-LAB_SUBNET = "10.213.7"
-
 
 class Lab:
     """One cluster's network lab, or none (machines on this host's loopback)."""
@@ -53,12 +50,12 @@ class Lab:
         reason = netns_supported()
         if reason is not None:
             raise ConfigError(option, f"netns is not available here: {reason}", hint)
-        network = NetworkLab(secrets.token_hex(5), LAB_SUBNET)
+        network = NetworkLab(secrets.token_hex(5))
         names = [network.hub] + [
             f"{NAMESPACE_PREFIX}{network.lab_id}-{name}"
             for name in machine_names(context.spec.instances)
         ]
-        context.remember({"namespaces": names})
+        context.remember({"namespaces": names, "host_links": [network.host_link]})
         network.create()
         return cls(context, network)
 
@@ -76,6 +73,11 @@ class Lab:
     def namespaces(self) -> list[str]:
         """The names of its network namespaces, for the state record."""
         return self.network.namespaces if self.network is not None else []
+
+    @property
+    def host_links(self) -> list[str]:
+        """The link it has on this host, for the state record."""
+        return self.network.host_links if self.network is not None else []
 
     def processes(self) -> list[ManagedProcess]:
         """The processes of its discovery service."""
@@ -133,8 +135,8 @@ class Lab:
         systemd: bool = True,
     ) -> MachineDescription:
         """One described machine (name, address, etcd endpoints) for its handle. In a
-        network lab every connection is made inside the lab (its hub namespace): nothing
-        is sent to the lab's addresses from this host's own network."""
+        network lab every socket is bound to the lab's host link: it can reach nothing
+        else, and fails once the lab is gone."""
         network = self.network
         address = description["address"]
         return MachineDescription(

@@ -60,11 +60,22 @@ def provider_leftovers(cluster: Mapping[str, Any]) -> list[str]:
         return []
 
 
+def delete_host_links(names: list[str]) -> list[str]:
+    """Delete the named links of network labs from this namespace (with the routes
+    through them); return what was deleted."""
+    if not names:
+        return []
+    from pytest_coreos.host.netns import delete_host_links as delete_links  # only where labs were
+
+    return [f"host link {name}" for name in delete_links(names)]
+
+
 def reap_cluster(cluster: Mapping[str, Any]) -> list[str]:
     """Remove what one recorded cluster left: its provider's resources (VMs), its
-    processes and its network namespaces."""
+    processes, its network namespaces and its network lab's host link."""
     removed = provider_leftovers(cluster)
     removed += kill_recorded(cluster.get("processes", []))
+    removed += delete_host_links(cluster.get("host_links", []))
     removed += delete_namespaces(cluster.get("namespaces", []))
     return removed
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_coreos.host.netns import routes_taken
 from pytest_coreos.session import registry as state
 
 SLOW_TEST = """
@@ -135,11 +136,29 @@ def test_a_killed_pytest_is_reaped_by_the_next_run(folder, network, assert_nothi
         for cluster in record["clusters"].values()
         for name in cluster.get("namespaces", [])
     }
-    if network == "netns":  # namespaces are no process: only reaping removes them
+    links = {
+        name
+        for record in _records_under(folder)
+        for cluster in record["clusters"].values()
+        for name in cluster.get("host_links", [])
+    }
+    if network == "netns":  # namespaces and links are no process: only reaping removes them
         assert len(own) == 4
         assert own <= _namespaces()
+        # The lab's link in this namespace stays too, and with it the route into the
+        # lab's subnet: nothing sent there meanwhile leaves the host.
+        assert len(links) == 1
+        (link,) = links
+        assert Path("/sys/class/net", link).exists()
+        addresses = subprocess.run(
+            ["ip", "-o", "-4", "addr", "show", "dev", link], capture_output=True, text=True
+        ).stdout.split()
+        host_address = addresses[addresses.index("inet") + 1].split("/")[0]
+        unused = host_address.rsplit(".", 1)[0] + ".200"
+        assert routes_taken([unused]) == {unused: link}
     else:
         assert not own
+        assert not links
 
     (folder / "test_hold.py").write_text("def test_quick(coreos_cluster):\n    pass\n")
     second = _start_pytest(folder, "-rA")
@@ -149,6 +168,9 @@ def test_a_killed_pytest_is_reaped_by_the_next_run(folder, network, assert_nothi
     assert not Path(seen["root"]).exists()
     assert not _records_under(folder)
     assert not own & _namespaces()
+    for link in links:
+        assert f"reaped host link {link}" in output
+        assert not Path("/sys/class/net", link).exists()
     assert_nothing_left(folder)
 
 

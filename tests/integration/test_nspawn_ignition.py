@@ -100,6 +100,11 @@ def test_containers_boot_from_ignition_rendered_from_the_user_data(
             assert f"ETCD_ADVERTISE_CLIENT_URLS=http://{machine.private_ipv4}:2379" in environment
             assert f"ETCD_DISCOVERY={cluster.discovery_url}" in environment
             assert run("systemctl is-active etcd.service", check=False).stdout == "inactive\n"
+            # The image's wrapper gives etcd the fast election timings the config lacks.
+            pid = run("systemctl show -p MainPID --value etcd-member.service").stdout.strip()
+            running_with = run(["cat", f"/proc/{pid}/environ"]).stdout.split("\0")
+            assert {"ETCD_HEARTBEAT_INTERVAL=25", "ETCD_ELECTION_TIMEOUT=250"} <= set(running_with)
+            assert "ETCD_PRE_VOTE=true" in running_with
             assert machine.etcd.get("/ignition") == "applied"
         # Nothing to say: Ignition carries every part of this user-data.
         assert not [n for n in cluster.notices if "Ignition does not carry" in n]

@@ -353,7 +353,13 @@ def test_the_agent_uses_the_one_etcd_mapping_and_applies_units(tmp_path: Path) -
     shared = etcd_env.etcd_environment(
         user_data, private_ipv4="172.17.8.101", public_ipv4="172.17.8.101"
     )
-    expected_env = {**shared.env, "ETCD_ENABLE_V2": "true"}
+    expected_env = {
+        **shared.env,
+        "ETCD_ENABLE_V2": "true",
+        "ETCD_PRE_VOTE": "true",
+        "ETCD_HEARTBEAT_INTERVAL": "25",
+        "ETCD_ELECTION_TIMEOUT": "250",
+    }
     assert todo.files[tmp_path / "run" / "etcd.service.d" / "20-cloudinit.conf"] == (
         agent.etcd_drop_in(expected_env)
     )
@@ -377,6 +383,28 @@ def test_the_agent_translates_the_seeds_etcd_04_section() -> None:
     assert 'Environment="ETCD_ADVERTISE_CLIENT_URLS=http://172.17.8.102:4001"' in drop_in
     assert 'Environment="ETCD_LISTEN_PEER_URLS=http://0.0.0.0:7001"' in drop_in
     assert 'Environment="ETCD_ENABLE_V2=true"' in drop_in
+
+
+@pytest.mark.parametrize(
+    ("etcd2", "expected"),
+    [
+        ({}, {"ETCD_HEARTBEAT_INTERVAL": "25", "ETCD_ELECTION_TIMEOUT": "250"}),
+        ({"heartbeat-interval": 100}, {"ETCD_HEARTBEAT_INTERVAL": "100"}),
+        ({"election-timeout": 2000}, {"ETCD_ELECTION_TIMEOUT": "2000"}),
+    ],
+    ids=["defaults", "own-heartbeat", "own-election"],
+)
+def test_the_agent_gives_etcd_fast_elections_unless_the_user_data_times_its_own(
+    etcd2: dict[str, int], expected: dict[str, str]
+) -> None:
+    """As the local provider's members: 25 ms heartbeats, 250 ms elections, pre-vote; a
+    user-data with either timing of its own gets neither default (etcd refuses an
+    election timeout under five heartbeats)."""
+    user_data = {"coreos": {"etcd2": {"name": "core-01", **etcd2}}}
+    env, _ = agent.etcd_environment(user_data, "172.17.8.101", "172.17.8.101")
+    timings = {key: value for key, value in env.items() if "INTERVAL" in key or "TIMEOUT" in key}
+    assert timings == expected
+    assert env["ETCD_PRE_VOTE"] == "true"
 
 
 def test_the_agents_drop_in_escapes_what_systemd_would_read_otherwise() -> None:

@@ -369,6 +369,7 @@ class LocalDeployment:
         return {
             "processes": [process.to_record() for process in processes if process.started],
             "namespaces": self.lab.namespaces,
+            "host_links": self.lab.host_links,
             "machines": [
                 {**description, "processes": [p.to_record() for p in machine.processes]}
                 for description, machine in zip(self._descriptions, self.machines, strict=True)

@@ -409,6 +409,7 @@ class NspawnDeployment:
         return {
             "processes": [process.to_record() for process in processes if process.started],
             "namespaces": self.lab.namespaces,
+            "host_links": self.lab.host_links,
             "machines": self._descriptions,
             "rootfs": str(self.rootfs or ""),
             "cgroups": [
