@@ -203,7 +203,10 @@ class ClusterFactory:
             last = share is None or share["users"] <= 1
             if last:
                 cluster.close(destroy=not self.spec.keep)
-                registry.write_share(key, None)
+                # A kept cluster stays the run's: a worker that starts only now (the
+                # others were quicker) attaches to it instead of keeping one of its own.
+                left = {**share, "users": 0} if share is not None else None
+                registry.write_share(key, left if self.spec.keep else None)
             else:
                 assert share is not None
                 share["users"] -= 1

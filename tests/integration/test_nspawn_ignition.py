@@ -73,13 +73,20 @@ def test_containers_boot_from_ignition_rendered_from_the_user_data(
         instances=3, provider="nspawn", config="ignition", user_data=user_data
     ) as cluster:
         workdir = cluster.workdir
-        assert not (workdir / "user-data").exists()
+        # The workdir keeps the user-data the configs come from; the machines get Ignition.
+        assert (workdir / "user-data").is_file()
         assert len(cluster.etcd.members()) == 3
         cluster.etcd.set("/ignition", "applied")
         session_key = (workdir.parent / "id_ed25519.pub").read_text().split()[1]
         for machine in cluster.machines:
             status = status_of(machine)
             assert status["ignition"] == "/usr/share/oem/config.ign"
+            assert (
+                machine.ssh.run(
+                    ["test", "-e", "/var/lib/coreos-vagrant/vagrantfile-user-data"], check=False
+                ).exit_status
+                == 1
+            )
             assert status["failures"] == []
             assert status["hostname"] == machine.name
             assert set(status["started"]) == {"etcd-member.service", "hello.service"}
