@@ -16,7 +16,7 @@ from typing import Any
 import paramiko
 import requests
 
-from pytest_coreos import ignition, render, state
+from pytest_coreos import fleet_env, ignition, render, state
 from pytest_coreos.binaries import EtcdBinary, find_etcd
 from pytest_coreos.discovery import DiscoveryService, check_token, is_token_url, request_token
 from pytest_coreos.errors import (
@@ -311,6 +311,10 @@ class Cluster:
             self.notices.extend(n for n in self._provider.notices if n not in self.notices)
             self._wait_ready(self.spec.boot_timeout, fresh=True)
             clock.lap("ready")
+            if self.spec.fleet is not None and fleet_env.starts_fleet(self.user_data):
+                # Ready for fleet tests too: every machine's fleetd has registered.
+                self.fleet.wait_for_machines(timeout=self.spec.boot_timeout)
+                clock.lap("fleet")
             self.timings["total"] = clock.total
         except BaseException:
             # The workdir is worth keeping only if machines ran: it holds their logs.

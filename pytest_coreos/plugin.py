@@ -86,6 +86,10 @@ def _resolve(config: pytest.Config) -> ClusterSpec:
             ignition.check_renders(user_data, spec.user_data)
     if spec.ignition is not None:
         ignition.load_ignition(spec.ignition)
+    if spec.fleet is not None:
+        from pytest_coreos import fleet_release  # only where fleet is asked for
+
+        fleet_release.prepare(spec.fleet)  # unpacked (or downloaded) once, before any test
     return spec
 
 

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from pytest_coreos import fleet_env
 from pytest_coreos.errors import UserDataError
 
 PRIVATE_IPV4 = "$private_ipv4"
@@ -278,6 +279,7 @@ def parse_user_data(text: str, path: Path | str) -> dict[str, Any]:
             "add a coreos.etcd2 section, or coreos.etcd for etcd 0.4 keys, so that etcd starts",
         )
     _check_etcd_section(coreos, path)
+    fleet_env.check_fleet_section(coreos, path)
     return data
 
 
