@@ -1,0 +1,44 @@
+"""The user-style fleet suite (``examples/fleet/check_fleet.py``) passes in an inner
+session against real fleet v1.0.0 on three nspawn containers booted from the seed's
+user-data (plus fleet metadata and a short agent TTL), and leaves nothing running (root
+only, as CI runs; the release comes from ``$PYTEST_COREOS_FLEET``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "fleet"
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="containers need root (CI runs these tests as root)"
+)
+
+
+@needs_root
+def test_the_fleet_suite_passes_against_real_fleet_in_containers(
+    inner: pytest.Pytester, assert_nothing_left, fleet_release: str
+) -> None:
+    suite = inner.path / "check_fleet.py"
+    suite.write_text((EXAMPLE / "check_fleet.py").read_text())
+    result = inner.runpytest_subprocess(
+        "--coreos-provider=nspawn",
+        "--coreos-instances=3",
+        f"--coreos-fleet={fleet_release}",
+        f"--coreos-user-data={EXAMPLE / 'user-data'}",
+        "-p",
+        "no:cacheprovider",
+        "-s",
+        str(suite),
+    )
+    result.assert_outcomes(passed=9)
+    result.stdout.fnmatch_lines(["*.service moved from core-0* to * after *s"])
+    assert_nothing_left(inner.path)
+
+
+def test_the_fleet_suite_is_not_collected_with_the_other_examples() -> None:
+    """``pytest examples/`` runs on the default local provider, which has no fleet."""
+    assert not list(EXAMPLE.glob("test_*.py"))
+    assert "agent-ttl" in (EXAMPLE / "user-data").read_text()
