@@ -193,3 +193,18 @@ def missing_fleet_notice(fleet: str | None, user_data: object) -> str | None:
     if fleet is not None or not isinstance(user_data, Mapping) or not starts_fleet(user_data):
         return None
     return f"the user-data starts fleet, but the machines have none: {HOW_TO_GIVE_FLEET}"
+
+
+def copy_binaries(release: FleetRelease, folder: Path) -> None:
+    """Put ``fleetd`` and ``fleetctl`` into ``folder`` (hard links where the file system
+    allows, copies elsewhere), executable, for a provisioner to upload."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in BINARIES:
+        target = folder / name
+        with contextlib.suppress(FileNotFoundError):
+            target.unlink()
+        try:
+            os.link(release.folder / name, target)
+        except OSError:
+            shutil.copy2(release.folder / name, target)
+        target.chmod(0o755)

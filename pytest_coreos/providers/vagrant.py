@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 import paramiko
 import vagrant
 
-from pytest_coreos import render
+from pytest_coreos import fleet_release, render
 from pytest_coreos.cluster import Machine, machine_names
 from pytest_coreos.errors import ConfigError, CoreOSError, SSHError
 from pytest_coreos.options import ClusterSpec
@@ -738,8 +738,14 @@ class VagrantProvider:
                 network=self.network,
             )
         )
+        fleet = None if spec.fleet is None else fleet_release.prepare(spec.fleet)
         for name in names:
             generate_ed25519_key(self._host_key_path(name), comment=name)
+            if fleet is not None:  # provisioned into /usr/bin with the host key
+                fleet_release.copy_binaries(fleet, self._host_key_path(name).parent)
+        if spec.box is None and user_data_text is not None:  # the stand-in box has no fleet
+            notice = fleet_release.missing_fleet_notice(spec.fleet, context.user_data)
+            self.notices.extend([notice] if notice is not None else [])
         if self.libvirt:
             self.network_name = network_name(self.network)
         # On record before anything is made, so that a run killed now is still reaped.
