@@ -311,7 +311,11 @@ class Cluster:
             self.notices.extend(n for n in self._provider.notices if n not in self.notices)
             self._wait_ready(self.spec.boot_timeout, fresh=True)
             clock.lap("ready")
-            if self.spec.fleet is not None and fleet_env.starts_fleet(self.user_data):
+            if (
+                self.spec.fleet is not None
+                and self.spec.config == "cloud-config"
+                and fleet_env.starts_fleet(self.user_data)
+            ):
                 # Ready for fleet tests too: every machine's fleetd has registered.
                 self.fleet.wait_for_machines(timeout=self.spec.boot_timeout)
                 clock.lap("fleet")

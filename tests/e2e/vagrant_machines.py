@@ -54,8 +54,8 @@ def test_the_agent_reports_what_it_did(coreos_cluster):
         assert status["private_ipv4"] == machine.private_ipv4
         assert status["failures"] == []
         assert "start etcd2.service" in status["commands"]
-        # the stand-in box has no fleet: said, not fatal
-        assert any("fleet.service" in note for note in status["notes"])
+        assert "start fleet.service" in status["commands"]
+        assert "/run/systemd/system/fleet.service.d/20-cloudinit.conf" in status["files"]
 
 
 def test_the_pinned_host_key_is_the_machines(coreos_cluster):
