@@ -99,7 +99,10 @@ def check_fleet_section(coreos: Mapping[str, Any], path: Path | str) -> None:
             "coreos-cloudinit reads - and _ in keys alike; keep one spelling",
         )
     for key, value in section.items():
-        _value_text(f"coreos.fleet.{key}", value)  # raises on a value fleet cannot take
+        try:
+            _value_text(f"coreos.fleet.{key}", value)
+        except ValueError as error:
+            raise UserDataError(path, str(error)) from None
 
 
 def _value_text(where: str, value: Any) -> str | None:
@@ -114,9 +117,7 @@ def _value_text(where: str, value: Any) -> str | None:
         isinstance(item, str | int | float) and not isinstance(item, bool) for item in value
     ):
         return ",".join(str(item) for item in value)
-    raise UserDataError(
-        "(user-data)", f"{where}: a {type(value).__name__} cannot be a fleet setting"
-    )
+    raise ValueError(f"{where}: a {type(value).__name__} cannot be a fleet setting")
 
 
 def _substitute(text: str, private_ipv4: str, public_ipv4: str) -> str:
