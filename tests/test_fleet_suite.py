@@ -42,3 +42,20 @@ def test_the_fleet_suite_is_not_collected_with_the_other_examples() -> None:
     """``pytest examples/`` runs on the default local provider, which has no fleet."""
     assert not list(EXAMPLE.glob("test_*.py"))
     assert "agent-ttl" in (EXAMPLE / "user-data").read_text()
+
+
+def test_without_a_fleet_release_fleet_tests_skip_saying_how_to_give_one(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PYTEST_COREOS_FLEET", raising=False)
+    pytester.makeconftest((EXAMPLE.parent.parent / "conftest.py").read_text())
+    pytester.makepyfile("def test_needs_fleet(fleet_release):\n    assert fleet_release\n")
+    result = pytester.runpytest("-rs", "-vv")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(
+        [
+            "SKIPPED * no fleet to test against: set PYTEST_COREOS_FLEET to fleet's v1.0.0 "
+            "release tarball (fleet-v1.0.0-linux-amd64.tar.gz, from "
+            "github.com/coreos/fleet/releases), its URL, or a folder holding fleetd and fleetctl"
+        ]
+    )
