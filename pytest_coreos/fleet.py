@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pytest_coreos.errors import BootTimeoutError, FleetError, SSHError
+from pytest_coreos.errors import BootTimeoutError, CoreOSError, FleetError, SSHError
 from pytest_coreos.fleet_release import HOW_TO_GIVE_FLEET
 from pytest_coreos.waiting import NotReady, poll
 
@@ -738,9 +738,13 @@ class Fleet:
                 max_interval=POLL_MAX_INTERVAL,
             )
         except BootTimeoutError as error:
+            problem = f"fleet did not list {count} machines within {timeout:g}s: {error.last_state}"
+            try:  # why: fleetd's own words, from the machine fleetctl asked
+                log = self.machine.systemd.journal("fleet.service", lines=JOURNAL_LINES)
+            except CoreOSError as unreadable:
+                log = f"(cannot be read: {unreadable})"
             raise FleetError(
-                self.machine.name,
-                f"fleet did not list {count} machines within {timeout:g}s: {error.last_state}",
+                self.machine.name, f"{problem}\n--- journal of fleet.service ---\n{log.rstrip()}"
             ) from error
 
 

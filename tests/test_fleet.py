@@ -532,3 +532,34 @@ def test_unit_names_with_a_folder_are_refused(coreos_cluster_factory) -> None:
         pytest.raises(ValueError, match=r"'\.\./x\.service' is not a unit name"),
     ):
         cluster.fleet.submit(("../x.service", ""))
+
+
+@needs_root
+def test_a_fleet_that_never_registers_fails_the_boot_with_fleetds_journal(
+    coreos_cluster_factory, fleet_release: str, tmp_path: Path
+) -> None:
+    user_data = tmp_path / "user-data"
+    user_data.write_text(
+        textwrap.dedent("""\
+            #cloud-config
+            coreos:
+              etcd2:
+                advertise-client-urls: http://$private_ipv4:2379
+                listen-client-urls: http://0.0.0.0:2379
+              fleet:
+                etcd-servers: http://127.0.0.1:1
+              units:
+                - name: etcd2.service
+                  command: start
+                - name: fleet.service
+                  command: start
+        """)
+    )
+    with pytest.raises(FleetError) as raised:
+        coreos_cluster_factory(
+            instances=1, provider="nspawn", fleet=fleet_release, user_data=user_data, boot_timeout=8
+        )
+    message = str(raised.value)
+    assert "fleet on core-01: fleet did not list 1 machines within 8s: " in message
+    assert "--- journal of fleet.service ---" in message
+    assert "127.0.0.1:1" in message  # fleetd saying which etcd it cannot reach
