@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_coreos.errors import BootTimeoutError, CoreOSError, FleetError, SSHError
-from pytest_coreos.fleet_release import HOW_TO_GIVE_FLEET
+from pytest_coreos.fleet_env import HOW_TO_GIVE_FLEET
 from pytest_coreos.waiting import NotReady, poll
 
 if TYPE_CHECKING:

@@ -41,6 +41,19 @@ FLEET_KEYS: frozenset[str] = frozenset(
     }
 )
 
+# Where the machines' fleet comes from (see fleet_release), and the advice given wherever
+# fleet is missing.
+OPTION = "--coreos-fleet"
+# fleet's last release, as CoreOS published it: what a user's machine would download.
+RELEASE_URL = (
+    "https://github.com/coreos/fleet/releases/download/v1.0.0/fleet-v1.0.0-linux-amd64.tar.gz"
+)
+HOW_TO_GIVE_FLEET = (
+    f"give the machines fleet with {OPTION}=PATH|URL (ini coreos_fleet): a fleet release "
+    f"tarball such as {RELEASE_URL}, its path, or a folder holding fleetd and fleetctl; "
+    "fleet needs machines that run systemd (--coreos-provider=nspawn or vagrant)"
+)
+
 FLEET_UNIT = "fleet.service"
 FLEET_SOCKET = "fleet.socket"
 # The drop-in coreos-cloudinit wrote fleet's environment into.

@@ -16,27 +16,17 @@ import contextlib
 import hashlib
 import os
 import shutil
-import tarfile
 import tempfile
-import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_coreos.errors import ConfigError
+from pytest_coreos.fleet_env import HOW_TO_GIVE_FLEET, OPTION, starts_fleet
 
-OPTION = "--coreos-fleet"
 BINARIES = ("fleetd", "fleetctl")
 CACHE_ENVIRONMENT = "PYTEST_COREOS_CACHE"
 DOWNLOAD_TIMEOUT = 120.0
-# fleet's last release, as CoreOS published it: what a user's machine would download.
-RELEASE_URL = (
-    "https://github.com/coreos/fleet/releases/download/v1.0.0/fleet-v1.0.0-linux-amd64.tar.gz"
-)
-HOW_TO_GIVE_FLEET = (
-    f"give the machines fleet with {OPTION}=PATH|URL (ini coreos_fleet): a fleet release "
-    f"tarball such as {RELEASE_URL}, its path, or a folder holding fleetd and fleetctl; "
-    "fleet needs machines that run systemd (--coreos-provider=nspawn or vagrant)"
-)
 _CHUNK = 1 << 20
 
 
@@ -130,6 +120,8 @@ def _from_tarball(path: Path, cache: Path, shown: str) -> FleetRelease:
 def _unpack(path: Path, into: Path, shown: str) -> None:
     """Extract the tarball's ``*/fleetd`` and ``*/fleetctl`` (regular files only) into
     ``into``, nothing else."""
+    import tarfile  # only where a tarball is given
+
     try:
         with tarfile.open(path, "r:*") as archive:
             found: dict[str, tarfile.TarInfo] = {}
@@ -159,6 +151,8 @@ def _unpack(path: Path, into: Path, shown: str) -> None:
 
 def _download(url: str, cache: Path) -> Path:
     """The file at ``url``, downloaded into the cache on first use."""
+    import urllib.request  # only where a URL is given
+
     name = hashlib.sha256(url.encode()).hexdigest()[:16]
     target = cache / "downloads" / f"{name}.tar.gz"
     if target.is_file():
@@ -186,10 +180,6 @@ def _download(url: str, cache: Path) -> Path:
 def missing_fleet_notice(fleet: str | None, user_data: object) -> str | None:
     """What the summary says once when the user-data starts fleet and the machines were
     given none (``None`` otherwise)."""
-    from collections.abc import Mapping
-
-    from pytest_coreos.fleet_env import starts_fleet
-
     if fleet is not None or not isinstance(user_data, Mapping) or not starts_fleet(user_data):
         return None
     return f"the user-data starts fleet, but the machines have none: {HOW_TO_GIVE_FLEET}"
