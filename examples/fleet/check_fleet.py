@@ -159,7 +159,7 @@ def test_fleet_moves_the_units_of_a_lost_machine(coreos_cluster, fleet, name):
         started = time.monotonic()
         # Its row stays until the lost machine's registration expires (the agent TTL);
         # then fleet's engine schedules the unit onto a machine that is left.
-        deadline = started + ttl + 30
+        deadline = started + ttl + 60  # and VMs under emulation start units slowly
         while True:
             # The lost machine's row may linger, without its IP once fleet forgets it.
             rows = [r for r in rows_of(survivor, unit) if r.machine_id != row.machine_id]
@@ -172,5 +172,5 @@ def test_fleet_moves_the_units_of_a_lost_machine(coreos_cluster, fleet, name):
         print(f"{unit} moved from {lost.name} to {moved_to.name} after {moved_after:.1f}s")
     finally:
         lost.start()
-        coreos_cluster.wait_until_healthy(timeout=120)
-        fleet.on(lost).wait_for_machines(len(coreos_cluster), timeout=120)
+        coreos_cluster.wait_until_healthy(timeout=300)  # a VM boots again in minutes
+        fleet.on(lost).wait_for_machines(len(coreos_cluster), timeout=300)
