@@ -317,6 +317,11 @@ def test_the_seeds_user_data_runs_real_fleet_on_nspawn_machines(
             assert not machine.ssh.run("touch /usr/bin/fleetd", check=False).ok
         listed = cluster.fleet.list_machines()
         assert sorted(m.ip for m in listed) == sorted(m.public_ipv4 for m in cluster)
+        # As on CoreOS, fleetctl needs no privileges (Vagrant's login is not root).
+        unprivileged = cluster["core-02"].ssh.run(
+            ["runuser", "-u", "nobody", "--", "fleetctl", "list-machines", "--no-legend"]
+        )
+        assert len(unprivileged.stdout.splitlines()) == 3
 
 
 # -- the commands, end to end over SSH, against a stand-in fleetctl -------------------------
