@@ -195,3 +195,20 @@ def validators() -> dict[str, Any]:
         jsonschema.Draft4Validator.check_schema(schema)
         found[version] = jsonschema.Draft4Validator(schema)
     return found
+
+
+FLEET_ENVIRONMENT = "PYTEST_COREOS_FLEET"
+
+
+@pytest.fixture
+def fleet_release() -> str:
+    """The fleet release the real-fleet tests give the machines (``--coreos-fleet``), from
+    ``$PYTEST_COREOS_FLEET``; without it those tests skip, saying how to provide it."""
+    value = os.environ.get(FLEET_ENVIRONMENT)
+    if not value:
+        pytest.skip(
+            f"no fleet to test against: set {FLEET_ENVIRONMENT} to fleet's v1.0.0 release "
+            "tarball (fleet-v1.0.0-linux-amd64.tar.gz, from github.com/coreos/fleet/releases), "
+            "its URL, or a folder holding fleetd and fleetctl"
+        )
+    return value

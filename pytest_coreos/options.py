@@ -112,6 +112,14 @@ OPTIONS: tuple[Option, ...] = (
         metavar="PATH",
     ),
     Option(
+        "fleet",
+        "fleet for machines that run systemd (nspawn, vagrant): a fleet release tarball "
+        "(fleet-vX-linux-amd64.tar.gz), its URL (downloaded once into the cache), or a "
+        "folder holding fleetd and fleetctl",
+        None,
+        metavar="PATH|URL",
+    ),
+    Option(
         "boot_timeout",
         "seconds to wait for the cluster to be ready",
         60.0,
@@ -220,6 +228,8 @@ class ClusterSpec:
     user_data: Path | None = None
     config: str = "cloud-config"
     ignition: Path | None = None
+    # A path (absolute) or URL of a fleet release, as given; see fleet_release.
+    fleet: str | None = None
     boot_timeout: float = 60.0
     keep: bool = False
     reuse: bool = False
@@ -371,6 +381,7 @@ PROVIDER_SPECIFIC_OPTIONS = (
     "vagrant_options",
     "sshd_binary",
     "network",
+    "fleet",
 )
 _FLAGS = {"vagrant_options": "--coreos-vagrant-option"}
 
@@ -463,6 +474,11 @@ def resolve_spec(
         value, source, _base = raw[name]
         return value, source
 
+    fleet_value, _fleet_source = given("fleet")
+    fleet = None
+    if fleet_value is not None:
+        text = str(fleet_value).strip()
+        fleet = text if text.startswith(("http://", "https://")) else str(path_of("fleet"))
     config_value, config_source = config_of(given("config"), given("ignition")[0])
     spec = ClusterSpec(
         instances=parse_instances(*given("instances")),
@@ -476,6 +492,7 @@ def resolve_spec(
         user_data=path_of("user_data"),
         config=parse_choice(config_value, CONFIGS, config_source),
         ignition=path_of("ignition"),
+        fleet=fleet,
         vagrant_options=parse_vagrant_options(*given("vagrant_option")),
         boot_timeout=parse_boot_timeout(*given("boot_timeout")),
         keep=parse_bool(*given("keep")) or parse_bool(*given("reuse")),

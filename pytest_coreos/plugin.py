@@ -90,6 +90,10 @@ def _resolve(config: pytest.Config) -> ClusterSpec:
         from pytest_coreos.config import ignition
 
         ignition.load_ignition(spec.ignition)
+    if spec.fleet is not None:
+        from pytest_coreos.host import fleet_release  # only where fleet is asked for
+
+        fleet_release.prepare(spec.fleet)  # unpacked (or downloaded) once, before any test
     return spec
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from pytest_coreos.config import fleet_env
 from pytest_coreos.config.etcd_env import (
     _KNOWN_KEYS,
     ETCD04_KEYS,
@@ -194,6 +195,7 @@ def parse_user_data(text: str, path: Path | str) -> dict[str, Any]:
             "add a coreos.etcd2 section, or coreos.etcd for etcd 0.4 keys, so that etcd starts",
         )
     _check_etcd_section(coreos, path)
+    fleet_env.check_fleet_section(coreos, path)
     return data
 
 

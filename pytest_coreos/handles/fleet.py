@@ -5,9 +5,10 @@ so it talks to that machine's own fleet and etcd exactly as a user logged in the
 The parsers read fleetctl's script-friendly listings (``--no-legend --full --fields=...``)
 and are pure functions over text.
 
-fleet was retired by CoreOS in 2018: ``fleetctl`` must already be on the machines (a real
-CoreOS cluster reached with ``--coreos-provider=ssh``). Where it is missing, the first
-command says so with a :class:`FleetError`.
+fleet was retired by CoreOS in 2018 and no distribution packages it: the stand-in
+machines (nspawn, the stand-in Vagrant box) get it from ``--coreos-fleet``, a real CoreOS
+cluster (``--coreos-provider=ssh``) has its own. Where ``fleetctl`` is missing, the first
+command says so, and how to give it, with a :class:`FleetError`.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pytest_coreos.errors import BootTimeoutError, FleetError, SSHError
+from pytest_coreos.config.fleet_env import HOW_TO_GIVE_FLEET
+from pytest_coreos.errors import BootTimeoutError, CoreOSError, FleetError, SSHError
 from pytest_coreos.waiting import NotReady, poll
 
 if TYPE_CHECKING:
@@ -41,16 +43,23 @@ COMMAND_NOT_FOUND = 127
 # whose status text is still the answer.
 STATUS_NOT_RUNNING = 3
 DEFAULT_TIMEOUT = 60.0
+# States a wait may ask for that a failed unit is in, or may go through.
+FAILED_STATES = frozenset({"failed", "inactive", "dead", "loaded"})
+JOURNAL_LINES = 20
 # fleet's own functional tests poll its listings every 250 ms.
 POLL_INTERVAL = 0.05
 POLL_MAX_INTERVAL = 0.25
 
 MISSING_FLEETCTL_HINT = (
     "fleet was retired by CoreOS in 2018 and has no package today, so the plugin's "
-    "stand-in machines (the local and nspawn providers, the stand-in Vagrant box) do not "
-    "have it. Run fleet tests against machines that run fleet, e.g. a real CoreOS "
-    "cluster: --coreos-provider=ssh --coreos-hosts=core@host1,core@host2,...; or pass "
-    "fleetctl= the path of a fleetctl on the machine"
+    f"stand-in machines have it only when given: {HOW_TO_GIVE_FLEET}. A real CoreOS "
+    "cluster has its own (--coreos-provider=ssh --coreos-hosts=core@host1,...); "
+    "fleetctl= names a fleetctl elsewhere on the machines"
+)
+NO_SYSTEMD_HINT = (
+    "the local provider's machines are etcd and sshd processes on this host, with no "
+    "systemd, so no fleet can run there: use --coreos-provider=nspawn (or vagrant) with "
+    "--coreos-fleet=PATH|URL"
 )
 
 
@@ -71,6 +80,15 @@ class FleetUnit:
         """True if its load, active or sub state is ``state`` (``loaded``, ``active``,
         ``running``...)."""
         return state in (self.load, self.active, self.sub)
+
+    @property
+    def machine(self) -> str | None:
+        """Its machine as fleetctl shows it, ``ID/IP`` (``ID`` alone without an IP)."""
+        if self.machine_id is None:
+            return None
+        return (
+            self.machine_id if self.machine_ip is None else f"{self.machine_id}/{self.machine_ip}"
+        )
 
 
 @dataclass(frozen=True)
@@ -238,18 +256,68 @@ def format_units(units: Iterable[FleetUnit]) -> str:
     return "\n".join(lines) if lines else "(no units)"
 
 
-def units_not_in_state(units: Sequence[FleetUnit], names: Sequence[str], state: str) -> list[str]:
+def units_not_in_state(
+    units: Sequence[FleetUnit],
+    names: Sequence[str],
+    state: str,
+    machines_of_global: Mapping[str, Sequence[str]] | None = None,
+) -> list[str]:
     """The ``names`` whose rows in ``units`` do not all report ``state``, each with what
-    it reports instead (an unlisted unit is not loaded on any machine)."""
+    it reports instead (an unlisted unit is not loaded on any machine).
+
+    ``machines_of_global`` names, for each global unit among ``names``, the IDs of the
+    machines it must run on (those its ``MachineMetadata`` matches): such a unit waits
+    until each of them has a row, as fleet adds one as each machine's agent reports.
+    """
     waiting = []
     for name in names:
         rows = [unit for unit in units if unit.unit == name]
+        expected = (machines_of_global or {}).get(name)
+        absent = [] if expected is None else sorted(set(expected) - {r.machine_id for r in rows})
         if not rows:
             waiting.append(f"{name} (not listed)")
-        elif not all(row.reports(state) for row in rows):
+        elif not all(row.reports(state) for row in rows) or absent:
             seen = ", ".join(f"{row.active or EMPTY}/{row.sub or EMPTY}" for row in rows)
+            if absent:
+                seen += f"; global, {len(rows)}/{len(rows) + len(absent)} machines"
             waiting.append(f"{name} ({seen})")
     return waiting
+
+
+def parse_x_fleet(unit_file: str) -> dict[str, list[str]]:
+    """The ``[X-Fleet]`` section of a unit file: each option with its values, in order
+    (an option may repeat; a line may hold several values, quoted where they hold
+    spaces, as systemd's own lists)."""
+    options: dict[str, list[str]] = {}
+    section = None
+    for raw in unit_file.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+            continue
+        if section != "X-Fleet" or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        try:
+            values = shlex.split(value)
+        except ValueError:
+            values = value.split()
+        options.setdefault(key.strip(), []).extend(values)
+    return options
+
+
+def matches_metadata(requirements: Sequence[str], metadata: Mapping[str, str]) -> bool:
+    """Whether a machine with ``metadata`` satisfies ``MachineMetadata=`` values
+    (``key=value`` each) as fleet's scheduler reads them: every key must match, and a key
+    given several values matches any one of them."""
+    wanted: dict[str, set[str]] = {}
+    for requirement in requirements:
+        key, equals, value = requirement.partition("=")
+        if equals:
+            wanted.setdefault(key, set()).add(value)
+    return all(metadata.get(key) in values for key, values in wanted.items())
 
 
 # -- the client ----------------------------------------------------------------------------
@@ -335,6 +403,8 @@ class Fleet:
         return [*command, *args]
 
     def _missing(self, machine: Machine, problem: str) -> FleetError:
+        if not machine.systemd.available:
+            return FleetError(machine.name, f"{problem}. {NO_SYSTEMD_HINT}")
         return FleetError(machine.name, f"{problem}. {MISSING_FLEETCTL_HINT}")
 
     def check_fleetctl(self) -> None:
@@ -443,16 +513,26 @@ class Fleet:
         self.wait_for_units(names, "active", timeout=timeout)
 
     def stop(self, *names: str, timeout: float | None = None) -> None:
-        """Stop units, leaving them loaded; fleetctl waits until fleet reports them so."""
+        """Stop units, leaving them loaded: fleetctl waits until fleet has them so, this
+        until every machine reports them no longer running."""
         self.run("stop", *names, timeout=timeout)
+        self._wait(names, "stopped", _not_stopped, timeout)
 
     def unload(self, *names: str, timeout: float | None = None) -> None:
-        """Unschedule units; fleet keeps their files. fleetctl waits until they are."""
+        """Unschedule units; fleet keeps their files. Returns once no machine lists them."""
         self.run("unload", *names, timeout=timeout)
+        self._wait(names, "unloaded", _still_listed, timeout)
 
     def destroy(self, *names: str, timeout: float | None = None) -> None:
-        """Stop units and remove them from fleet; fleetctl waits until they are gone."""
+        """Stop units and remove them from fleet. fleet drops them from ``list-unit-files``
+        at once and from ``list-units`` only once their machines have reported (seconds
+        later): this returns after both."""
         self.run("destroy", *names, timeout=timeout)
+        self._wait(names, "destroyed", _still_listed, timeout)
+
+    def cat(self, name: str) -> str:
+        """The unit file fleet holds for ``name`` (``fleetctl cat``)."""
+        return self.run("cat", name).stdout
 
     # -- listings ------------------------------------------------------------------------
 
@@ -511,24 +591,54 @@ class Fleet:
 
     # -- waiting -------------------------------------------------------------------------
 
+    def machines_of_global(
+        self, names: Iterable[str], requirements: dict[str, list[str]] | None = None
+    ) -> dict[str, list[str]]:
+        """For each global unit among ``names``, the IDs of the machines it runs on: every
+        machine fleet lists whose metadata its ``MachineMetadata`` matches.
+        ``requirements`` caches each unit's ``MachineMetadata`` values between calls."""
+        requirements = {} if requirements is None else requirements
+        wanted = set(names)
+        global_units = [f.unit for f in self.list_unit_files() if f.unit in wanted and f.is_global]
+        if not global_units:
+            return {}
+        machines = self.list_machines()
+        found = {}
+        for name in global_units:
+            if name not in requirements:
+                requirements[name] = parse_x_fleet(self.cat(name)).get("MachineMetadata", [])
+            found[name] = [
+                m.machine_id for m in machines if matches_metadata(requirements[name], m.metadata)
+            ]
+        return found
+
     def wait_for_units(
         self, names: Iterable[str], state: str = "active", *, timeout: float | None = None
     ) -> list[FleetUnit]:
         """Poll ``list-units`` until every unit of ``names`` is listed and each of its rows
         reports ``state`` as its load, active or sub state (``loaded``, ``active``,
-        ``running``, ``failed``...), and return those rows. On timeout :class:`FleetError`
-        names the units still waiting and shows the last listing."""
+        ``running``, ``failed``...), and return those rows. A global unit (``Global=true``)
+        must have such a row on every machine its ``MachineMetadata`` matches. On timeout
+        :class:`FleetError` names the units still waiting and shows the last listing."""
         wanted = list(names)
         timeout = self.timeout if timeout is None else timeout
         last: list[FleetUnit] = []
+        requirements: dict[str, list[str]] = {}
 
         def check() -> list[FleetUnit]:
             try:
                 units = self.list_units()
+                last[:] = units
+                waiting = units_not_in_state(units, wanted, state)
+                if not waiting:  # each listed row is there: are all a global unit's?
+                    of_global = self.machines_of_global(wanted, requirements)
+                    waiting = units_not_in_state(units, wanted, state, of_global)
             except FleetError as error:  # fleet may answer again (etcd elects a leader)
                 raise NotReady(error.problem) from error
-            last[:] = units
-            waiting = units_not_in_state(units, wanted, state)
+            if waiting and state not in FAILED_STATES:
+                failed = [unit for unit in units if unit.unit in wanted and unit.active == "failed"]
+                if failed:  # it will not get there by waiting
+                    raise self._failed(failed[0], state)
             if waiting:
                 raise NotReady(f"not yet {state}: {', '.join(waiting)}")
             return [unit for unit in units if unit.unit in wanted]
@@ -548,3 +658,109 @@ class Fleet:
                 f"units not {state} within {timeout:g}s: {error.last_state}\n"
                 f"--- last fleetctl list-units ---\n{format_units(last)}",
             ) from error
+
+    def _failed(self, unit: FleetUnit, state: str) -> FleetError:
+        """The error for ``unit`` failed where it was awaited in ``state``, with the tail
+        of its journal."""
+        try:
+            journal = self.journal(unit.unit, lines=JOURNAL_LINES)
+        except FleetError as error:
+            journal = f"(its journal cannot be read: {error.problem})"
+        return FleetError(
+            self.machine.name,
+            f"{unit.unit} failed on {unit.machine or EMPTY} ({unit.active}/{unit.sub or EMPTY}),"
+            f" where it was awaited {state}\n--- fleetctl journal {unit.unit} ---\n"
+            f"{journal.rstrip()}",
+        )
+
+    def _wait(
+        self,
+        names: Sequence[str],
+        done: str,
+        waiting_of: Callable[[Sequence[FleetUnit], Sequence[str]], list[str]],
+        timeout: float | None,
+    ) -> None:
+        """Poll ``list-units`` until ``waiting_of(rows, names)`` names none of ``names``."""
+        timeout = self.timeout if timeout is None else timeout
+        last: list[FleetUnit] = []
+
+        def check() -> None:
+            try:
+                units = self.list_units()
+            except FleetError as error:
+                raise NotReady(error.problem) from error
+            last[:] = units
+            waiting = waiting_of(units, names)
+            if waiting:
+                raise NotReady(f"not yet {done}: {', '.join(waiting)}")
+
+        try:
+            poll(
+                check,
+                what=f"fleet units to be {done}",
+                timeout=timeout,
+                interval=POLL_INTERVAL,
+                max_interval=POLL_MAX_INTERVAL,
+            )
+        except BootTimeoutError as error:
+            raise FleetError(
+                self.machine.name,
+                f"units not {done} within {timeout:g}s: {error.last_state}\n"
+                f"--- last fleetctl list-units ---\n{format_units(last)}",
+            ) from error
+
+    def wait_for_machines(
+        self, count: int | None = None, *, timeout: float | None = None
+    ) -> list[FleetMachine]:
+        """Poll ``list-machines`` until fleet lists ``count`` machines (by default every
+        running machine of the cluster), and return them: each machine's fleetd has then
+        registered in etcd, so units can be scheduled onto it."""
+        if count is None:
+            count = sum(1 for machine in self.cluster.machines if machine.running)
+        timeout = self.timeout if timeout is None else timeout
+        self.check_fleetctl()
+
+        def check() -> list[FleetMachine]:
+            try:
+                machines = self.list_machines()
+            except FleetError as error:  # fleetd still starting, or etcd electing
+                raise NotReady(error.problem) from error
+            if len(machines) < count:
+                listed = ", ".join(f"{m.machine_id[:8]}/{m.ip or EMPTY}" for m in machines)
+                raise NotReady(f"fleet lists {len(machines)}/{count} machines: [{listed}]")
+            return machines
+
+        try:
+            return poll(
+                check,
+                what="fleet to list every machine",
+                timeout=timeout,
+                interval=POLL_INTERVAL,
+                max_interval=POLL_MAX_INTERVAL,
+            )
+        except BootTimeoutError as error:
+            problem = f"fleet did not list {count} machines within {timeout:g}s: {error.last_state}"
+            try:  # why: fleetd's own words, from the machine fleetctl asked
+                log = self.machine.systemd.journal("fleet.service", lines=JOURNAL_LINES)
+            except CoreOSError as unreadable:
+                log = f"(cannot be read: {unreadable})"
+            raise FleetError(
+                self.machine.name, f"{problem}\n--- journal of fleet.service ---\n{log.rstrip()}"
+            ) from error
+
+
+_RUNNING_STATES = frozenset({"active", "activating", "deactivating", "reloading"})
+
+
+def _not_stopped(units: Sequence[FleetUnit], names: Sequence[str]) -> list[str]:
+    """The ``names`` a machine still reports running (or starting, or stopping)."""
+    return [
+        f"{u.unit} ({u.active}/{u.sub or EMPTY} on {u.machine or EMPTY})"
+        for u in units
+        if u.unit in names and u.active in _RUNNING_STATES
+    ]
+
+
+def _still_listed(units: Sequence[FleetUnit], names: Sequence[str]) -> list[str]:
+    """The ``names`` that ``list-units`` still shows on a machine."""
+    return [f"{u.unit} (on {u.machine or EMPTY})" for u in units if u.unit in names]

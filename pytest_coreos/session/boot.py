@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pytest_coreos.config import cloud_config, config_rb, etcd_env, ignition, ssh_access
+from pytest_coreos.config import cloud_config, config_rb, etcd_env, fleet_env, ignition, ssh_access
 from pytest_coreos.errors import IgnitionError, UserDataError
 from pytest_coreos.handles.cluster import Cluster
 from pytest_coreos.handles.machine import Machine
@@ -103,6 +103,14 @@ def start(session: BootSession, cluster: Cluster) -> None:
         wait_ready(cluster, cluster.spec.boot_timeout, fresh=True)
         write_ssh_access(cluster)
         clock.lap("ready")
+        if (
+            cluster.spec.fleet is not None
+            and cluster.spec.config == "cloud-config"
+            and fleet_env.starts_fleet(cluster.user_data)
+        ):
+            # Ready for fleet tests too: every machine's fleetd has registered.
+            cluster.fleet.wait_for_machines(timeout=cluster.spec.boot_timeout)
+            clock.lap("fleet")
         cluster.timings["total"] = clock.total
     except BaseException:
         # The workdir is worth keeping only if machines ran: it holds their logs.

@@ -1,8 +1,7 @@
 """The vagrant provider on real VMs: Vagrant + vagrant-libvirt + QEMU boot three machines
 of the stand-in box (``box/build-box``) through the plugin, and the same example suite the
 local provider runs passes against them, with checks of the VMs' own on top
-(``vagrant_machines.py``: etcd peers, SSH, units, a suspended and a halted member) and the
-systemd units suite users run on nspawn (``examples/systemd/check_units.py``).
+(``vagrant_machines.py``: etcd peers, SSH, units, a suspended and a halted member).
 
 Everything that talks to the VMs' addresses happens inside a network namespace this test
 creates (``conftest.py``): libvirtd and virtlogd are started in it, and an inner pytest
@@ -25,8 +24,6 @@ import pytest
 pytestmark = pytest.mark.vagrant_e2e
 
 CHECKS = Path(__file__).resolve().parent / "vagrant_machines.py"
-# The systemd units suite users run on nspawn, unchanged on VMs.
-UNITS_SUITE = Path(__file__).resolve().parents[2] / "examples" / "systemd" / "check_units.py"
 # The test an interrupted or killed inner run is about to run: any that needs the cluster.
 PROBE = "test_private_addresses_are_the_seeds"
 
@@ -46,7 +43,6 @@ def test_three_vms_through_the_plugin(
                 *e2e.cluster_args(box, 3),
                 "examples/",
                 checks,
-                str(UNITS_SUITE.relative_to(e2e.REPO)),
             ],
             log,
         )

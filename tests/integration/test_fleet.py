@@ -1,6 +1,9 @@
-"""cluster.fleet: fleetctl's listings parsed as fleet documents them, the error a machine
-without fleetctl gives on real clusters, and the commands end to end over SSH against a
-stand-in fleetctl script (fleet was retired in 2018 and cannot run here)."""
+"""cluster.fleet: fleetctl's listings parsed as fleet documents them and as real fleet
+v1.0.0 printed them (tests/data/fleet), the global-unit wait, the error a machine without
+fleet gives, the seed's user-data starting real fleet on nspawn machines, and the commands
+end to end over SSH against a stand-in fleetctl script (for what real fleet would not
+show: the exact arguments fleetctl is given). The real-fleet suite is
+tests/test_fleet_suite.py."""
 
 from __future__ import annotations
 
@@ -15,11 +18,16 @@ from pytest_coreos.handles.fleet import (
     FleetMachine,
     FleetUnit,
     FleetUnitFile,
+    matches_metadata,
     parse_list_machines,
     parse_list_unit_files,
     parse_list_units,
     parse_metadata,
+    parse_x_fleet,
+    units_not_in_state,
 )
+
+REAL = Path(__file__).parents[1] / "data" / "fleet"
 
 # -- parsers -------------------------------------------------------------------------------
 
@@ -144,6 +152,98 @@ def test_parses_full_tab_padded_listings_as_fleetctl_writes_them() -> None:
     ]
 
 
+# Real fleet v1.0.0 on three nspawn machines booted from examples/fleet/user-data, after
+# starting hello.service, the global global.service, web@1 and web@2 (Conflicts=
+# web@*.service) and submitting idle.service: what the plugin asks for, and (-legend)
+# fleetctl's default listings, whose IDs are cut to 8 characters and "...".
+IDS = {
+    "10.213.7.1": "c4ad069063494550a494b9841df91686",
+    "10.213.7.2": "e215ccd19f7d4993be281b0176b68863",
+    "10.213.7.3": "a4e29917404e43fdbd485cecb7c26fe6",
+}
+
+
+def test_parses_real_fleet_listings() -> None:
+    machines = parse_list_machines((REAL / "list-machines.txt").read_text())
+    assert {m.ip: m.machine_id for m in machines} == IDS
+    assert all(m.metadata == {"address": m.ip, "role": "worker"} for m in machines)
+
+    units = parse_list_units((REAL / "list-units.txt").read_text())
+    global_rows = [u for u in units if u.unit == "global.service"]
+    assert sorted((u.machine_ip, u.machine_id) for u in global_rows) == sorted(IDS.items())
+    assert {(u.active, u.sub, u.load) for u in units} == {("active", "running", "loaded")}
+    assert [u.machine for u in units if u.unit == "hello.service"] == [
+        f"{IDS['10.213.7.2']}/10.213.7.2"
+    ]
+    assert all(len(u.hash or "") == 40 for u in units)
+
+    files = {f.unit: f for f in parse_list_unit_files((REAL / "list-unit-files.txt").read_text())}
+    assert sorted(files) == [
+        "global.service",
+        "hello.service",
+        "idle.service",
+        "web@.service",
+        "web@1.service",
+        "web@2.service",
+    ]
+    # A global unit: launched, with no state of its own (each machine has one).
+    assert (files["global.service"].dstate, files["global.service"].state) == ("launched", None)
+    assert files["global.service"].is_global
+    assert (files["idle.service"].state, files["idle.service"].target) == ("inactive", None)
+    assert files["web@1.service"].machine_id != files["web@2.service"].machine_id
+    assert files["hello.service"].machine_ip == "10.213.7.2"
+
+
+def test_parses_real_fleet_default_listings_with_their_legends() -> None:
+    machines = parse_list_machines((REAL / "list-machines-legend.txt").read_text())
+    assert sorted(m.machine_id for m in machines) == sorted(i[:8] + "..." for i in IDS.values())
+    units = parse_list_units(
+        (REAL / "list-units-legend.txt").read_text(), fields=("unit", "machine", "active", "sub")
+    )
+    assert len(units) == 6
+    assert units[0] == FleetUnit(
+        "global.service", "a4e29917...", "10.213.7.3", "active", "running", None, None
+    )
+    files = parse_list_unit_files((REAL / "list-unit-files-legend.txt").read_text())
+    assert [f.hash for f in files][:2] == ["1d4a3bf", "ccfb941"]
+
+
+def test_a_global_unit_waits_for_every_machine_its_metadata_matches() -> None:
+    units = parse_list_units((REAL / "list-units.txt").read_text())
+    one_row = [u for u in units if u.unit != "global.service" or u.machine_ip == "10.213.7.1"]
+    # Listed and running where listed, as fleet reports a global unit's first machine.
+    assert units_not_in_state(one_row, ["global.service"], "running") == []
+    # Its machines: 1/3 of them report.
+    assert units_not_in_state(
+        one_row, ["global.service"], "running", {"global.service": list(IDS.values())}
+    ) == ["global.service (active/running; global, 1/3 machines)"]
+    assert (
+        units_not_in_state(
+            units, ["global.service"], "running", {"global.service": list(IDS.values())}
+        )
+        == []
+    )
+
+
+def test_reads_x_fleet_options_and_matches_machine_metadata() -> None:
+    unit = textwrap.dedent("""        [Unit]
+        Description=MachineMetadata=not-this
+
+        [X-Fleet]
+        Global=true
+        MachineMetadata=role=worker
+        MachineMetadata="az=a b" az=c
+    """)
+    options = parse_x_fleet(unit)
+    assert options == {"Global": ["true"], "MachineMetadata": ["role=worker", "az=a b", "az=c"]}
+    wanted = options["MachineMetadata"]
+    assert matches_metadata(wanted, {"role": "worker", "az": "c"})
+    assert matches_metadata(wanted, {"role": "worker", "az": "a b"})
+    assert not matches_metadata(wanted, {"role": "worker", "az": "b"})
+    assert not matches_metadata(wanted, {"az": "c"})
+    assert matches_metadata([], {})
+
+
 def test_unreadable_listings_and_metadata_are_errors_naming_the_line() -> None:
     with pytest.raises(ValueError, match=r"expected 6 columns .* got 2 in line 'a.service\\tb'"):
         parse_list_units("a.service\tb\n")
@@ -152,35 +252,71 @@ def test_unreadable_listings_and_metadata_are_errors_naming_the_line() -> None:
     assert parse_list_units("\n") == []
 
 
-# -- on real clusters, which have no fleetctl ----------------------------------------------
+# -- machines without fleet, and the seed's fleet on nspawn machines ------------------------
 
 
-def _assert_no_fleetctl_error(error: FleetError, machine: str) -> None:
-    message = str(error)
-    assert error.machine == machine
-    assert "the machine has no fleetctl" in message
-    assert "retired by CoreOS in 2018" in message
-    assert "--coreos-provider=ssh" in message
-
-
-def test_a_local_machine_without_fleetctl_says_so_and_what_to_do(coreos_cluster_factory) -> None:
+def test_a_local_machine_has_no_fleet_and_says_what_to_use(coreos_cluster_factory) -> None:
     with coreos_cluster_factory(instances=1) as cluster:
         fleet = cluster.fleet
         assert fleet is cluster.fleet  # kept: it looks for fleetctl once
         assert fleet.machine is cluster["core-01"]
         with pytest.raises(FleetError) as raised:
             fleet.list_units()
-        _assert_no_fleetctl_error(raised.value, "core-01")
+        message = str(raised.value)
+        assert raised.value.machine == "core-01"
+        assert "the machine has no fleetctl" in message
+        assert "no systemd, so no fleet can run there" in message
+        assert "--coreos-provider=nspawn (or vagrant) with --coreos-fleet=PATH|URL" in message
         with pytest.raises(FleetError, match="the machine has no fleetctl"):
             fleet.submit(("hello.service", "[Service]\nExecStart=/bin/true\n"))
 
 
 @pytest.mark.needs_root
-def test_an_nspawn_machine_without_fleetctl_says_so(coreos_cluster_factory) -> None:
+def test_nspawn_machines_given_no_fleet_say_how_to_give_it(coreos_cluster_factory) -> None:
     with coreos_cluster_factory(instances=1, provider="nspawn") as cluster:
+        # The seed's user-data starts fleet: the summary says once how to give it.
+        (notice,) = [n for n in cluster.notices if "fleet" in n]
+        assert notice.startswith("the user-data starts fleet, but the machines have none: ")
+        assert "--coreos-fleet=PATH|URL (ini coreos_fleet)" in notice
+        # fleet's units are there, skipped (not failed) for want of fleetd.
+        machine = cluster["core-01"]
+        assert machine.systemd.status("fleet.socket").active
+        assert not machine.systemd.status("fleet.service").failed
         with pytest.raises(FleetError) as raised:
             cluster.fleet.list_machines()
-        _assert_no_fleetctl_error(raised.value, "core-01")
+        message = str(raised.value)
+        assert "the machine has no fleetctl" in message
+        assert "--coreos-fleet=PATH|URL (ini coreos_fleet)" in message
+        assert "retired by CoreOS in 2018" in message
+        # The image carries curl, which users' units and tests expect.
+        assert machine.ssh.run(["curl", "--version"]).stdout.startswith("curl ")
+
+
+@pytest.mark.needs_root
+def test_the_seeds_user_data_runs_real_fleet_on_nspawn_machines(
+    coreos_cluster_factory, fleet_release: str
+) -> None:
+    with coreos_cluster_factory(instances=3, provider="nspawn", fleet=fleet_release) as cluster:
+        assert cluster.spec.user_data is None  # the seed's own
+        assert "fleet" in cluster.timings  # ready once fleet listed every machine
+        assert not [n for n in cluster.notices if "fleet" in n]
+        for machine in cluster:
+            assert machine.systemd.is_active("fleet.service")
+            assert machine.ssh.run(["fleetctl", "--version"]).stdout == (
+                "fleetctl version v1.0.0\n"
+            )
+            drop_in = machine.ssh.read_text("/run/systemd/system/fleet.service.d/20-cloudinit.conf")
+            assert f'Environment="FLEET_PUBLIC_IP={machine.public_ipv4}"' in drop_in
+            assert f'"FLEET_ETCD_SERVERS=http://{machine.public_ipv4}:4001"' in drop_in
+            # Read-only, from the release: not part of the image.
+            assert not machine.ssh.run("touch /usr/bin/fleetd", check=False).ok
+        listed = cluster.fleet.list_machines()
+        assert sorted(m.ip for m in listed) == sorted(m.public_ipv4 for m in cluster)
+        # As on CoreOS, fleetctl needs no privileges (Vagrant's login is not root).
+        unprivileged = cluster["core-02"].ssh.run(
+            ["runuser", "-u", "nobody", "--", "fleetctl", "list-machines", "--no-legend"]
+        )
+        assert len(unprivileged.stdout.splitlines()) == 3
 
 
 # -- the commands, end to end over SSH, against a stand-in fleetctl -------------------------
@@ -293,7 +429,8 @@ def test_commands_reach_fleetctl_stand_in_script_over_ssh(
 
         fleet.load("hello.service")
         fleet.start("hello.service", "goodbye.service")
-        assert _calls(state)[1:4] == [
+        # A wait lists the units, then the unit files (is any of them global?).
+        assert _calls(state)[1:5] == [
             [core1.private_ipv4, str(script), *options, "load", "--no-block", "hello.service"],
             [
                 core1.private_ipv4,
@@ -303,6 +440,15 @@ def test_commands_reach_fleetctl_stand_in_script_over_ssh(
                 "--no-legend",
                 "--full",
                 "--fields=unit,machine,active,sub,load,hash",
+            ],
+            [
+                core1.private_ipv4,
+                str(script),
+                *options,
+                "list-unit-files",
+                "--no-legend",
+                "--full",
+                "--fields=unit,hash,dstate,state,target",
             ],
             [
                 core1.private_ipv4,
@@ -335,7 +481,7 @@ def test_commands_reach_fleetctl_stand_in_script_over_ssh(
         # Arguments reach fleetctl as they were given, nothing the shell would expand.
         odd = "odd@$(touch${IFS}pwned);'\"`id`.service"
         fleet.start(odd)
-        assert _calls(state)[-2][-3:] == ["start", "--no-block", odd]
+        assert _calls(state)[-3][-3:] == ["start", "--no-block", odd]
         assert not (Path.home() / "pwned").exists()
 
         # Stopped, status exits 3 as systemctl does, and is still the answer.
@@ -368,7 +514,7 @@ def test_commands_reach_fleetctl_stand_in_script_over_ssh(
         on_core2 = fleet.on("core-02")
         assert on_core2.machine is core2
         on_core2.start("ping.service")
-        assert _calls(state)[-2][0] == core2.private_ipv4
+        assert _calls(state)[-3][0] == core2.private_ipv4
         assert [u.machine_ip for u in on_core2.list_units() if u.unit == "ping.service"] == [
             core2.private_ipv4
         ]
@@ -386,3 +532,34 @@ def test_unit_names_with_a_folder_are_refused(coreos_cluster_factory) -> None:
         pytest.raises(ValueError, match=r"'\.\./x\.service' is not a unit name"),
     ):
         cluster.fleet.submit(("../x.service", ""))
+
+
+@pytest.mark.needs_root
+def test_a_fleet_that_never_registers_fails_the_boot_with_fleetds_journal(
+    coreos_cluster_factory, fleet_release: str, tmp_path: Path
+) -> None:
+    user_data = tmp_path / "user-data"
+    user_data.write_text(
+        textwrap.dedent("""\
+            #cloud-config
+            coreos:
+              etcd2:
+                advertise-client-urls: http://$private_ipv4:2379
+                listen-client-urls: http://0.0.0.0:2379
+              fleet:
+                etcd-servers: http://127.0.0.1:1
+              units:
+                - name: etcd2.service
+                  command: start
+                - name: fleet.service
+                  command: start
+        """)
+    )
+    with pytest.raises(FleetError) as raised:
+        coreos_cluster_factory(
+            instances=1, provider="nspawn", fleet=fleet_release, user_data=user_data, boot_timeout=8
+        )
+    message = str(raised.value)
+    assert "fleet on core-01: fleet did not list 1 machines within 8s: " in message
+    assert "--- journal of fleet.service ---" in message
+    assert "127.0.0.1:1" in message  # fleetd saying which etcd it cannot reach

@@ -134,33 +134,6 @@ def test_inner_session_boots_a_real_cluster_and_leaves_nothing(
     assert_nothing_left(inner.path)
 
 
-def test_a_boot_timing_out_on_a_hanging_etcd_stand_in_says_what_it_saw_and_leaves_nothing(
-    inner: pytest.Pytester, assert_nothing_left
-) -> None:
-    # The stand-in: a script that reports an etcd version, then never serves.
-    fake = inner.path / "hanging-etcd"
-    fake.write_text(
-        "#!/bin/sh\n"
-        'if [ "$1" = --version ]; then echo "etcd Version: 3.5.99"; exit 0; fi\n'
-        "echo pretending to start; exec sleep 600\n"
-    )
-    fake.chmod(0o755)
-    inner.makepyfile("def test_uses(coreos_cluster):\n    pass\n")
-    result = inner.runpytest_subprocess(
-        "--coreos-instances=2",
-        "--coreos-boot-timeout=2",
-        f"--coreos-etcd-binary={fake}",
-        "--coreos-discovery=local",
-    )
-    result.assert_outcomes(errors=1)
-    text = result.stdout.str()
-    assert "timed out after 2.0s waiting for 2 machine(s) of the cluster to be ready" in text
-    assert "core-01: etcd not answering" in text
-    assert "pretending to start" in text  # the tail of each etcd log is attached
-    assert "failed to boot; its logs:" in text
-    assert_nothing_left(inner.path)
-
-
 @pytest.fixture
 def hanging_stand_in_etcd(inner: pytest.Pytester) -> Path:
     """A stand-in "etcd" script that reports a version and then never serves."""
@@ -172,6 +145,25 @@ def hanging_stand_in_etcd(inner: pytest.Pytester) -> Path:
     )
     fake.chmod(0o755)
     return fake
+
+
+def test_a_boot_timing_out_on_a_hanging_etcd_stand_in_says_what_it_saw_and_leaves_nothing(
+    inner: pytest.Pytester, hanging_stand_in_etcd: Path, assert_nothing_left
+) -> None:
+    inner.makepyfile("def test_uses(coreos_cluster):\n    pass\n")
+    result = inner.runpytest_subprocess(
+        "--coreos-instances=2",
+        "--coreos-boot-timeout=2",
+        f"--coreos-etcd-binary={hanging_stand_in_etcd}",
+        "--coreos-discovery=local",
+    )
+    result.assert_outcomes(errors=1)
+    text = result.stdout.str()
+    assert "timed out after 2.0s waiting for 2 machine(s) of the cluster to be ready" in text
+    assert "core-01: etcd not answering" in text
+    assert "pretending to start" in text  # the tail of each etcd log is attached
+    assert "failed to boot; its logs:" in text
+    assert_nothing_left(inner.path)
 
 
 def test_a_failed_boot_with_a_hanging_stand_in_etcd_is_shown_once_then_pointed_at(

@@ -374,7 +374,15 @@ def test_the_agent_uses_the_one_etcd_mapping_and_applies_units(tmp_path: Path) -
         ("start", "fleet.service"),
         ("start", "hello.service"),
     ]
-    assert todo.notes == ["not applied by the stand-in box: coreos.fleet"]
+    # fleet's section, as coreos-cloudinit wrote it; its etcd is the machine's own.
+    assert todo.files[tmp_path / "run" / "fleet.service.d" / "20-cloudinit.conf"] == (
+        "[Service]\n"
+        'Environment="FLEET_PUBLIC_IP=172.17.8.101"\n'
+        'Environment="FLEET_METADATA=role=worker,address=172.17.8.101"\n'
+        'Environment="FLEET_AGENT_TTL=10s"\n'
+        'Environment="FLEET_ETCD_SERVERS=http://172.17.8.101:2379"\n'
+    )
+    assert todo.notes == []
 
 
 def test_the_agent_translates_the_seeds_etcd_04_section() -> None:

@@ -7,8 +7,11 @@ Debian stand-in box runs this agent instead (from a systemd path unit, and at ev
 ``coreos.etcd``/``coreos.etcd2`` section becomes etcd's ``ETCD_*`` environment through
 :func:`pytest_coreos.config.etcd_env.etcd_environment` (the one mapping the local provider
 uses too: the image build copies the package's pure ``config`` modules next to this file),
-and ``coreos.units`` are
-written, enabled and started with systemd.
+the ``coreos.fleet`` section becomes fleet's ``FLEET_*`` environment in a drop-in of
+``fleet.service`` (:func:`pytest_coreos.config.fleet_env.fleet_environment`), and
+``coreos.units`` are written, enabled and started with systemd. The box has fleet's units,
+not fleet itself: fleetd and fleetctl are in ``/usr/bin`` only when the plugin was given
+them (``--coreos-fleet``).
 
 On Flatcar, Ignition applies a JSON config (spec 3.x) once, in the initramfs, before
 systemd starts the system. Where the machine has one, this agent applies it instead of
@@ -27,8 +30,7 @@ Ignition configs written for Flatcar run etcd as ``etcd-member.service``, with t
 build, beside Debian's ``etcd.service``): it runs ``/usr/lib/flatcar/etcd-wrapper``, which
 on Flatcar starts etcd's container and here execs Debian's etcd binary, so a drop-in
 written for Flatcar configures it unchanged. That keeps the agent from renaming units: a
-unit of the config is applied as named, and one the box lacks (``fleet.service``) is
-reported, not started.
+unit of the config is applied as named, and one the box lacks is reported, not started.
 
 The functions that decide what to do are pure, so the plugin's tests run them on the host.
 """
@@ -51,7 +53,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from pytest_coreos.config import cloud_config, etcd_env
+from pytest_coreos.config import cloud_config, etcd_env, fleet_env
 from pytest_coreos.config.units import DROP_IN_NAME, UNIT_NAME, systemd_quote
 from pytest_coreos.errors import UserDataError
 
@@ -63,6 +65,9 @@ RUNTIME_UNITS = Path("/run/systemd/system")
 # The box's etcd unit; Debian's etcd-server also names it etcd2.service (an alias).
 ETCD_UNIT = "etcd.service"
 ETCD_DROP_IN = "20-cloudinit.conf"
+FLEETD = Path("/usr/bin/fleetd")
+# etcd's own default, where the user-data advertises no client URL.
+DEFAULT_ETCD_CLIENT_URL = "http://127.0.0.1:2379"
 ADDRESS_WAIT_SECONDS = 120.0
 # Where an Ignition config is found, in this order: QEMU's firmware config under Flatcar's
 # name, then a file the provider mounts (the nspawn provider).
@@ -168,7 +173,7 @@ def choose_public_address(environment: Mapping[str, str], private: str) -> str:
 
 
 def etcd_drop_in(environment: Mapping[str, str]) -> str:
-    """The drop-in that gives etcd its environment, as coreos-cloudinit wrote it."""
+    """The drop-in that gives etcd (or fleet) its environment, as coreos-cloudinit wrote it."""
     lines = ["[Service]"]
     for key, value in environment.items():
         lines.append(f"Environment={systemd_quote(f'{key}={value}')}")
@@ -222,6 +227,17 @@ def plan(
     env, dropped = etcd_environment(user_data, private_ipv4, public_ipv4)
     result.files[runtime / f"{ETCD_UNIT}.d" / ETCD_DROP_IN] = etcd_drop_in(env)
     result.notes.extend(f"etcd key {key!r} has no etcd 3 equivalent; ignored" for key in dropped)
+    # fleet's settings, as coreos-cloudinit wrote them; its etcd is this machine's own.
+    etcd_urls = env.get("ETCD_ADVERTISE_CLIENT_URLS", DEFAULT_ETCD_CLIENT_URL)
+    fleet = fleet_env.fleet_environment(
+        user_data,
+        private_ipv4=private_ipv4,
+        public_ipv4=public_ipv4,
+        etcd_client_urls=[url.strip() for url in etcd_urls.split(",") if url.strip()],
+    )
+    result.files[runtime / f"{fleet_env.FLEET_UNIT}.d" / fleet_env.FLEET_DROP_IN] = etcd_drop_in(
+        fleet
+    )
     coreos = user_data.get("coreos") or {}
     units = coreos.get("units") or []
     if not isinstance(units, list):
@@ -262,7 +278,7 @@ def plan(
                 )
             result.commands.append((str(command), name))
     ignored = [key for key in user_data if key != "coreos"]
-    ignored += [f"coreos.{key}" for key in coreos if key not in ("etcd", "etcd2", "units")]
+    ignored += [f"coreos.{key}" for key in coreos if key not in ("etcd", "etcd2", "fleet", "units")]
     if ignored:
         result.notes.append("not applied by the stand-in box: " + ", ".join(ignored))
     return result
@@ -547,8 +563,12 @@ def apply(text: str) -> dict[str, Any]:
         if enabled.returncode != 0:
             failures.append(f"enable {name}: {enabled.stderr.strip()}")
     for command, name in todo.commands:
+        if name in (fleet_env.FLEET_UNIT, fleet_env.FLEET_SOCKET) and not FLEETD.exists():
+            # Its unit's condition skips it anyway; the status file says why.
+            skipped.append(f"{name} (no {FLEETD}: the plugin's --coreos-fleet gives fleet)")
+            continue
         if not _unit_exists(name):
-            # A CoreOS unit the stand-in box does not have (fleet.service): said, not fatal.
+            # A CoreOS unit the stand-in box does not have (docker.service): said, not fatal.
             skipped.append(name)
             continue
         done = _run(["systemctl", "--no-block", command, name])

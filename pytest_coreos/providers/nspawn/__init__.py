@@ -30,7 +30,7 @@ class NspawnProvider:
         boots=True, systemd=True, partitions=True, faults=True, ignition=True, attach=False
     )
     default_discovery = "local"
-    options = frozenset({"network"})  # its machines always live in a network lab
+    options = frozenset({"network", "fleet"})  # its machines always live in a network lab
 
     def check(self, spec: ClusterSpec) -> None:
         if spec.discovery == "static":

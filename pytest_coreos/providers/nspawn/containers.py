@@ -8,7 +8,8 @@ its address already: no DHCP), reached only through the lab's hub. What differs 
 machines is bind-mounted over the read-only image (``--volatile=overlay`` keeps every
 write in a tmpfs of the container's own): its hostname, its pinned SSH host key, root's
 ``authorized_keys`` (the session's key), the user-data the agent applies, and an etcd
-data folder of its own, kept across ``stop()``/``start()``.
+data folder of its own, kept across ``stop()``/``start()``; with ``--coreos-fleet``, fleetd
+and fleetctl in ``/usr/bin``.
 
 Root only: namespaces and containers need it.
 """
@@ -30,6 +31,7 @@ import paramiko
 from pytest_coreos.config import cloud_config, etcd_env
 from pytest_coreos.errors import ConfigError, ProcessError
 from pytest_coreos.handles.machine import machine_names
+from pytest_coreos.host import fleet_release
 from pytest_coreos.host.netns import NAMESPACE_PREFIX
 from pytest_coreos.host.process import (
     ManagedProcess,
@@ -266,6 +268,8 @@ class NspawnDeployment:
                 "run pytest as root, or use --coreos-provider=local",
             )
         self.nspawn = _nspawn()
+        fleet = context.spec.fleet
+        self.fleet = None if fleet is None else fleet_release.prepare(fleet)
         context.workdir.mkdir(parents=True, exist_ok=True)
         self.rootfs = find_rootfs(context)
         self.lab = Lab.create(context, OPTION, "use --coreos-provider=local")
@@ -307,6 +311,9 @@ class NspawnDeployment:
         user_data = context.paths.user_data
         if context.write_ignition is None and not user_data.is_file():
             user_data.write_text(cloud_config.render_user_data(context.user_data))
+        notice = fleet_release.missing_fleet_notice(context.spec.fleet, context.user_data)
+        if notice is not None and context.write_ignition is None:
+            self.notices.append(notice)
         die_with_parent = not context.spec.keep
         for index, name in enumerate(machine_names(context.spec.instances), 1):
             network = lab.add_machine(name, index)
@@ -332,6 +339,9 @@ class NspawnDeployment:
                 # No serial console in a container: its getty would wait 90 s for one.
                 Path("/dev/null"): "/etc/systemd/system/serial-getty@ttyS0.service",
             }
+            if self.fleet is not None:  # the same binaries for every machine, read-only
+                binds[self.fleet.fleetd] = "/usr/bin/fleetd"
+                binds[self.fleet.fleetctl] = "/usr/bin/fleetctl"
             if context.write_ignition is not None:
                 # The machine's Ignition config instead of user-data.
                 del binds[user_data]

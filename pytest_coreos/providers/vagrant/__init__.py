@@ -32,7 +32,7 @@ class VagrantProvider:
     )
     # VMs reach discovery.etcd.io like a user would.
     default_discovery = "public"
-    options = frozenset({"vagrant_dir", "box", "vagrant_provider", "vagrant_options"})
+    options = frozenset({"vagrant_dir", "box", "vagrant_provider", "vagrant_options", "fleet"})
 
     def check(self, spec: ClusterSpec) -> None:
         settings.check_ignition_support(spec)

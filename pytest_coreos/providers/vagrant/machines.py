@@ -43,6 +43,7 @@ from pytest_coreos.config import cloud_config, etcd_env
 from pytest_coreos.errors import CoreOSError, SSHError
 from pytest_coreos.handles.machine import machine_names
 from pytest_coreos.handles.ssh import SSHClient
+from pytest_coreos.host import fleet_release
 from pytest_coreos.host.process import tail
 from pytest_coreos.host.sshd import generate_ed25519_key
 from pytest_coreos.image import builder
@@ -266,8 +267,14 @@ class VagrantDeployment:
                 box=self._stand_in_box() if spec.box == STAND_IN_BOX else None,
             )
         )
+        fleet = None if spec.fleet is None else fleet_release.prepare(spec.fleet)
         for name in names:
             generate_ed25519_key(self._host_key_path(name), comment=name)
+            if fleet is not None:  # provisioned into /usr/bin with the host key
+                fleet_release.copy_binaries(fleet, self._host_key_path(name).parent)
+        if spec.box is None and user_data_text is not None:  # the stand-in box has no fleet
+            notice = fleet_release.missing_fleet_notice(spec.fleet, context.user_data)
+            self.notices.extend([notice] if notice is not None else [])
         if self.libvirt:
             self.network_name = network_name(self.network)
         # On record before anything is made, so that a run killed now is still reaped.

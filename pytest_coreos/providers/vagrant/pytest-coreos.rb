@@ -10,7 +10,8 @@
 #     config entry (libvirt);
 #   - one provisioning pass: hostname, COREOS_PRIVATE_IPV4/COREOS_PUBLIC_IPV4 in
 #     /etc/environment (as CoreOS's Vagrant support wrote them), the SSH host key the
-#     plugin pins, and the user-data moved to /var/lib/coreos-vagrant/vagrantfile-user-data.
+#     plugin pins, fleetd and fleetctl in /usr/bin (with --coreos-fleet), and the user-data
+#     moved to /var/lib/coreos-vagrant/vagrantfile-user-data.
 require "json"
 
 module PytestCoreOS
@@ -35,6 +36,12 @@ module PytestCoreOS
       install -m 644 /tmp/pytest-coreos/ssh_host_ed25519_key.pub /etc/ssh/ssh_host_ed25519_key.pub
       systemctl reload ssh 2>/dev/null || systemctl reload sshd 2>/dev/null || true
     fi
+    # fleet, when the plugin was given it (--coreos-fleet): before the user-data starts it.
+    for binary in fleetd fleetctl; do
+      if [ -f "/tmp/pytest-coreos/$binary" ]; then
+        install -m 755 "/tmp/pytest-coreos/$binary" "/usr/bin/$binary"
+      fi
+    done
     rm -rf /tmp/pytest-coreos
     if [ -f /tmp/vagrantfile-user-data ]; then
       mkdir -p /var/lib/coreos-vagrant
