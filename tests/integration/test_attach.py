@@ -4,7 +4,6 @@ run, then a second run that boots nothing and runs the same user test file over 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import subprocess
@@ -17,9 +16,6 @@ from pytest_coreos.handles.etcd import EtcdClient
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "test_etcd_cluster.py"
 
-needs_root = pytest.mark.skipif(
-    os.geteuid() != 0, reason="network namespaces need root (CI runs these tests as root)"
-)
 
 KEEP_AND_DESCRIBE = """
 import json, os
@@ -205,7 +201,7 @@ def test_a_changed_host_key_stops_the_printed_ssh_command(inner: pytest.Pytester
         assert inner.runpytest_subprocess("--coreos-reap").ret == 0
 
 
-@needs_root
+@pytest.mark.needs_root("network namespaces")
 def test_a_kept_cluster_in_network_namespaces_prints_commands_run_in_its_lab(
     inner: pytest.Pytester,
 ) -> None:
