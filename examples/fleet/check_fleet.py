@@ -159,7 +159,7 @@ def test_fleet_moves_the_units_of_a_lost_machine(coreos_cluster, fleet, name):
         started = time.monotonic()
         # Its row stays until the lost machine's registration expires (the agent TTL);
         # then fleet's engine schedules the unit onto a machine that is left.
-        deadline = started + ttl + 60  # and VMs under emulation start units slowly
+        deadline = started + ttl + 120  # and VMs under emulation start units slowly
         while True:
             # The lost machine's row may linger, without its IP once fleet forgets it.
             rows = [r for r in rows_of(survivor, unit) if r.machine_id != row.machine_id]

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pytest_coreos.config.fleet_env import HOW_TO_GIVE_FLEET
+from pytest_coreos.config.fleet_env import HOW_TO_GIVE_FLEET, agent_ttl_seconds
 from pytest_coreos.errors import BootTimeoutError, CoreOSError, FleetError, SSHError
 from pytest_coreos.waiting import NotReady, poll
 
@@ -42,6 +42,7 @@ COMMAND_NOT_FOUND = 127
 # ``fleetctl status`` passes on systemctl's status: 3 is a loaded unit that is not running,
 # whose status text is still the answer.
 STATUS_NOT_RUNNING = 3
+# A minute, plus the cluster's agent TTL (see default_timeout).
 DEFAULT_TIMEOUT = 60.0
 # States a wait may ask for that a failed unit is in, or may go through.
 FAILED_STATES = frozenset({"failed", "inactive", "dead", "loaded"})
@@ -331,6 +332,17 @@ def _unit_name(name: str) -> str:
     return name
 
 
+def default_timeout(user_data: Mapping[str, object]) -> float:
+    """How long a fleetctl command or wait may take on a cluster with this user-data: a
+    minute plus fleet's agent TTL, since fleet drops the state of a unit no agent reports
+    any more (a destroyed unit on a machine too busy to report it gone, the units of a lost
+    machine) only when that TTL runs out. A TTL fleet would refuse counts as fleet's 30 s."""
+    try:
+        return DEFAULT_TIMEOUT + agent_ttl_seconds(user_data)
+    except ValueError:
+        return DEFAULT_TIMEOUT + agent_ttl_seconds({})
+
+
 class Fleet:
     """``fleetctl`` on one machine of a cluster, over SSH.
 
@@ -338,7 +350,7 @@ class Fleet:
     talks to the fleet of the machine it runs on, as on CoreOS; ``endpoint``,
     ``etcd_key_prefix`` and ``request_timeout`` pass fleetctl's global flags of those
     names, and ``fleetctl`` names the program (a path on the machine). ``timeout`` bounds
-    each fleetctl command and each wait.
+    each fleetctl command and each wait (by default :func:`default_timeout`).
     """
 
     def __init__(
@@ -350,7 +362,7 @@ class Fleet:
         endpoint: str | None = None,
         etcd_key_prefix: str | None = None,
         request_timeout: float | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = None,
     ) -> None:
         self.cluster = cluster
         self._machine = cluster[machine] if isinstance(machine, str) else machine
@@ -358,7 +370,7 @@ class Fleet:
         self.endpoint = endpoint
         self.etcd_key_prefix = etcd_key_prefix
         self.request_timeout = request_timeout
-        self.timeout = timeout
+        self.timeout = default_timeout(cluster.user_data) if timeout is None else timeout
         self._found_on: set[str] = set()  # machines where fleetctl was found
 
     def __repr__(self) -> str:

@@ -60,6 +60,9 @@ ACTIVE_STATES = frozenset(
 BROKEN_LOAD_STATES = frozenset({"error", "bad-setting", "masked"})
 # systemd's own default start and stop timeout (DefaultTimeoutStartSec).
 JOB_TIMEOUT = 90.0
+# systemctl's own limit for daemon-reload (twice the default job timeout): a reload runs
+# every generator and reads every unit again, which takes seconds on an emulated VM.
+RELOAD_TIMEOUT = 2 * JOB_TIMEOUT
 QUERY_TIMEOUT = 30.0
 ERROR_JOURNAL_LINES = 20
 NO_SYSTEMD = (
@@ -276,12 +279,17 @@ class Systemd:
 
     def daemon_reload(self) -> None:
         """Make systemd read its unit files again."""
-        self._systemctl("daemon-reload")
+        self._systemctl("daemon-reload", timeout=RELOAD_TIMEOUT)
 
     def install(self, name: str, content: str, *, runtime: bool = False) -> str:
         """Write unit file ``name`` (in /etc/systemd/system, or /run/systemd/system with
         ``runtime``, gone at the next boot) and reload systemd; return its path. Nothing
         is started: that is :meth:`start` (or :meth:`enable` with ``now``)."""
+        path = self._write_unit(name, content, runtime=runtime)
+        self.daemon_reload()
+        return path
+
+    def _write_unit(self, name: str, content: str, *, runtime: bool) -> str:
         name = unit_name(name)
         path = f"{RUNTIME_UNITS if runtime else PERSISTENT_UNITS}/{name}"
         written = self._run(
@@ -294,14 +302,14 @@ class Systemd:
                 f"cannot write {path} (status {written.exit_status}): {written.stderr.strip()}",
                 unit=name,
             )
-        self.daemon_reload()
         return path
 
     def remove(self, name: str) -> None:
         """Stop and disable the unit, delete its files (persistent and runtime), reload
         systemd and forget that it failed."""
         name = unit_name(name)
-        self._run(["systemctl", "disable", "--now", name], timeout=JOB_TIMEOUT)
+        # One reload, after the files are gone: disable's own would be a second one.
+        self._run(["systemctl", "--no-reload", "disable", "--now", name], timeout=JOB_TIMEOUT)
         self._run(["rm", "-f", f"{PERSISTENT_UNITS}/{name}", f"{RUNTIME_UNITS}/{name}"])
         self.daemon_reload()
         self._run(["systemctl", "reset-failed", name])
@@ -419,17 +427,24 @@ class Units:
     ) -> dict[str, UnitStatus]:
         """Install unit file ``name`` with ``content`` on the machines (until the next
         boot with ``runtime``), start it (enable it too with ``enable``) and wait until it
-        is ``state`` on each of them."""
+        is ``state`` on each of them.
+
+        ``timeout`` is the unit's: from its start until it is ``state``. Writing its file
+        and the one daemon-reload before the start are bounded by their own limits (as
+        systemctl's), not by it: a reload takes seconds on an emulated VM, and a budget
+        spent on it would be missing from the unit's start."""
         name = unit_name(name)
 
         def deploy_on(machine: Machine) -> UnitStatus:
-            deadline = time.monotonic() + timeout
             systemd = machine.systemd
-            systemd.install(name, content, runtime=runtime)
-            if enable:
-                systemd.enable(name, runtime=runtime)
+            systemd._write_unit(name, content, runtime=runtime)
+            if enable:  # before the reload, which then is the only one
+                flags = ["--runtime"] if runtime else []
+                systemd._systemctl("--no-reload", "enable", *flags, name, unit=name)
+            systemd.daemon_reload()
+            deadline = time.monotonic() + timeout
             try:
-                systemd.start(name, timeout=max(deadline - time.monotonic(), 1.0))
+                systemd.start(name, timeout=timeout)
             except UnitError:
                 if state != "failed":
                     raise

@@ -1,7 +1,10 @@
 """The vagrant provider on real VMs: Vagrant + vagrant-libvirt + QEMU boot three machines
 of the stand-in box (``box/build-box``) through the plugin, and the same example suite the
 local provider runs passes against them, with checks of the VMs' own on top
-(``vagrant_machines.py``: etcd peers, SSH, units, a suspended and a halted member).
+(``vagrant_machines.py``: etcd peers, SSH, units, a suspended and a halted member), the
+systemd units suite users run on nspawn (``examples/systemd/check_units.py``) and, given
+fleet (``$PYTEST_COREOS_FLEET``, as for the nspawn tests), the real-fleet suite
+(``examples/fleet/check_fleet.py``, last: it kills a machine).
 
 Everything that talks to the VMs' addresses happens inside a network namespace this test
 creates (``conftest.py``): libvirtd and virtlogd are started in it, and an inner pytest
@@ -14,6 +17,7 @@ cached). It needs root, and the Debian packages ``scripts/bootstrap`` installs.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import types
@@ -24,6 +28,12 @@ import pytest
 pytestmark = pytest.mark.vagrant_e2e
 
 CHECKS = Path(__file__).resolve().parent / "vagrant_machines.py"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+# The systemd units suite users run on nspawn, unchanged on VMs.
+UNITS_SUITE = EXAMPLES / "systemd" / "check_units.py"
+# The real-fleet suite users run on nspawn, unchanged on VMs; the release as for nspawn.
+FLEET_SUITE = EXAMPLES / "fleet" / "check_fleet.py"
+FLEET_ENVIRONMENT = "PYTEST_COREOS_FLEET"
 # The test an interrupted or killed inner run is about to run: any that needs the cluster.
 PROBE = "test_private_addresses_are_the_seeds"
 
@@ -37,12 +47,21 @@ def test_three_vms_through_the_plugin(
     dnsmasq_before = set(e2e.processes(r"dnsmasq .*libvirt"))
     checks = str(CHECKS.relative_to(e2e.REPO))
     log = tmp_path / "inner.log"
+    fleet = os.environ.get(FLEET_ENVIRONMENT)
+    fleet_args = (
+        [f"--coreos-fleet={fleet}", str(FLEET_SUITE.relative_to(e2e.REPO))] if fleet else []
+    )
+    timings["fleet suite"] = "run" if fleet else f"not run ({FLEET_ENVIRONMENT} not set)"
     with e2e.open_lab() as lab:
         inner_status, lines = lab.run_inner(
             [
                 *e2e.cluster_args(box, 3),
-                "examples/",
+                # Files, not the examples/ folder: pytest drops a file argument that lies in
+                # a folder argument, and the folder collects only test_*.py.
+                str((EXAMPLES / "test_etcd_cluster.py").relative_to(e2e.REPO)),
                 checks,
+                str(UNITS_SUITE.relative_to(e2e.REPO)),
+                *fleet_args,  # last: its last test kills a machine
             ],
             log,
         )
@@ -81,6 +100,10 @@ def test_three_vms_through_the_plugin(
     summary = lines[-1][1] if lines else ""
     assert re.search(r"\d+ passed", summary), output[-3000:]
     assert "skipped" not in summary, output[-3000:]
+    assert "check_units.py::test_a_unit_deployed_from_a_test_runs_on_every_machine PASSED" in output
+    assert "check_units.py::test_a_failing_unit_reports_its_journal PASSED" in output
+    if fleet:
+        assert "check_fleet.py::test_fleet_moves_the_units_of_a_lost_machine PASSED" in output
     assert left == [], f"left in libvirt after the inner run: {left}"
 
     interrupted_output = "\n".join(line for _, line in interrupted[1])

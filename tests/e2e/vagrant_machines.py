@@ -58,8 +58,11 @@ def test_the_agent_reports_what_it_did(coreos_cluster):
         assert status["private_ipv4"] == machine.private_ipv4
         assert status["failures"] == []
         assert "start etcd2.service" in status["commands"]
-        # the stand-in box has no fleet: said, not fatal
-        assert any("fleet.service" in note for note in status["notes"])
+        if coreos_cluster.spec.fleet is not None:  # provisioned, then started by the agent
+            assert "start fleet.service" in status["commands"]
+            assert "/run/systemd/system/fleet.service.d/20-cloudinit.conf" in status["files"]
+        else:  # the stand-in box has no fleet of its own: said, not fatal
+            assert any("fleet.service" in note for note in status["notes"])
 
 
 def test_the_pinned_host_key_is_the_machines(coreos_cluster):
@@ -67,6 +70,15 @@ def test_the_pinned_host_key_is_the_machines(coreos_cluster):
         offered = machine.ssh.read_text("/etc/ssh/ssh_host_ed25519_key.pub").split()[1]
         (pinned,) = machine.ssh.host_keys
         assert offered == pinned.get_base64()
+
+
+def test_the_login_user_reads_the_system_journal(coreos_cluster):
+    # As CoreOS's core user could: fleetctl journal runs journalctl as the login user.
+    for machine in coreos_cluster:
+        assert machine.ssh.username != "root"
+        shown = machine.ssh.run(["journalctl", "--no-pager", "-n", "1", "-u", "etcd.service"])
+        assert shown.stdout.strip(), machine.name
+        assert "No entries" not in shown.stdout, machine.name
 
 
 def test_a_suspended_member_comes_back(coreos_cluster):

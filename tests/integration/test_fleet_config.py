@@ -17,6 +17,7 @@ import pytest
 from pytest_coreos.config import cloud_config as render
 from pytest_coreos.config import fleet_env
 from pytest_coreos.errors import ConfigError, UserDataError
+from pytest_coreos.handles.fleet import default_timeout
 from pytest_coreos.host import fleet_release
 from pytest_coreos.options import ClusterSpec, validate_spec
 
@@ -239,3 +240,12 @@ def test_binaries_are_put_where_a_provisioner_uploads_them(tmp_path: Path) -> No
     fleet_release.copy_binaries(release, machine)  # again: replaced, not an error
     assert (machine / "fleetd").read_bytes() == release.fleetd.read_bytes()
     assert (machine / "fleetctl").stat().st_mode & 0o777 == 0o755
+
+
+def test_fleets_waits_allow_for_its_agent_ttl() -> None:
+    """fleet drops the state of a unit no agent reports any more only when the agent TTL
+    runs out: a wait on a cluster with a long TTL (emulated VMs) waits that much longer."""
+    assert default_timeout({"coreos": {"fleet": {"agent-ttl": "60s"}}}) == 120.0
+    assert default_timeout({"coreos": {"fleet": {"agent-ttl": "10s"}}}) == 70.0
+    assert default_timeout({}) == 90.0  # fleet's own TTL, 30 s
+    assert default_timeout({"coreos": {"fleet": {"agent-ttl": "soon"}}}) == 90.0

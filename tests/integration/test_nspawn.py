@@ -91,6 +91,15 @@ def test_a_cluster_of_containers_boots_survives_a_kill_and_leaves_nothing(
             assert machine.ssh.run(["systemctl", "is-active", "etcd", "ssh"]).ok
             # A container of its own: systemd is PID 1 there.
             assert machine.ssh.run("cat /proc/1/comm").stdout == "systemd\n"
+            # What a container has no use for is masked, and nothing failed for it.
+            masked = machine.ssh.run(
+                "systemctl is-enabled networking.service serial-getty@ttyS0.service",
+                check=False,
+            )
+            assert masked.stdout == "masked\nmasked\n"
+            generators = machine.ssh.run("ls /etc/systemd/system-generators").stdout.split()
+            assert "systemd-fstab-generator" in generators
+            assert machine.ssh.run("systemctl list-units --failed --no-legend").stdout == ""
         assert len(cluster.etcd.members()) == 3
         containers = nspawn_processes(cluster.workdir)
         assert len(containers) == 3

@@ -478,3 +478,25 @@ def test_a_deploy_that_fails_on_one_machine_names_that_one(containers: Cluster, 
     assert "fails-here" in error.journal
     assert containers["core-01"].systemd.is_active(unit)
     assert containers["core-03"].systemd.is_active(unit)
+
+
+@pytest.mark.needs_root
+def test_a_slow_daemon_reload_leaves_the_unit_its_whole_timeout(
+    containers: Cluster, unit: str
+) -> None:
+    """As on an emulated VM, where a daemon-reload takes seconds: deploy's timeout is the
+    unit's, from its start, so a reload slower than the timeout does not cut the start
+    short (it did: the start got what was left, at least 1 s, and was killed then)."""
+    slow_generator = "/etc/systemd/system-generators/pytest-coreos-test-slow-generator"
+    for machine in containers:
+        machine.ssh.run(f"printf '#!/bin/sh\\nsleep 2.5\\n' > {slow_generator}")
+        machine.ssh.run(["chmod", "+x", slow_generator])
+    try:
+        began = time.monotonic()
+        statuses = containers.units.deploy(unit, SLOW.format(seconds=1.5), timeout=3)
+        took = time.monotonic() - began
+    finally:
+        for machine in containers:
+            machine.ssh.run(["rm", "-f", slow_generator])
+    assert all(status.active for status in statuses.values())
+    assert took >= 2.5 + 1.5  # the reload, then the unit's own start

@@ -353,13 +353,10 @@ def test_the_agent_uses_the_one_etcd_mapping_and_applies_units(tmp_path: Path) -
     shared = etcd_env.etcd_environment(
         user_data, private_ipv4="172.17.8.101", public_ipv4="172.17.8.101"
     )
-    expected_env = {
-        **shared.env,
-        "ETCD_ENABLE_V2": "true",
-        "ETCD_PRE_VOTE": "true",
-        "ETCD_HEARTBEAT_INTERVAL": "25",
-        "ETCD_ELECTION_TIMEOUT": "250",
-    }
+    # The user-data's own election timings (for emulated VMs) win over the stand-in's.
+    assert shared.env["ETCD_HEARTBEAT_INTERVAL"] == "500"
+    assert shared.env["ETCD_ELECTION_TIMEOUT"] == "5000"
+    expected_env = {**shared.env, "ETCD_ENABLE_V2": "true", "ETCD_PRE_VOTE": "true"}
     assert todo.files[tmp_path / "run" / "etcd.service.d" / "20-cloudinit.conf"] == (
         agent.etcd_drop_in(expected_env)
     )
@@ -379,7 +376,9 @@ def test_the_agent_uses_the_one_etcd_mapping_and_applies_units(tmp_path: Path) -
         "[Service]\n"
         'Environment="FLEET_PUBLIC_IP=172.17.8.101"\n'
         'Environment="FLEET_METADATA=role=worker,address=172.17.8.101"\n'
-        'Environment="FLEET_AGENT_TTL=10s"\n'
+        'Environment="FLEET_AGENT_TTL=60s"\n'
+        'Environment="FLEET_ETCD_REQUEST_TIMEOUT=10"\n'
+        'Environment="FLEET_ENGINE_RECONCILE_INTERVAL=10"\n'
         'Environment="FLEET_ETCD_SERVERS=http://172.17.8.101:2379"\n'
     )
     assert todo.notes == []

@@ -61,6 +61,15 @@ _ENTER_CGROUPS = (
 # Debian's ifupdown would bring up lo (already up) and fail: the container has no
 # CAP_NET_ADMIN in a namespace it did not make. eth0 is configured by the lab.
 INTERFACES = "# eth0 and lo are configured by pytest-coreos's network lab.\n"
+# What a container has no use for is masked (/dev/null bind-mounted where systemd looks, as
+# `systemctl mask` would link it): the serial console's getty (it would wait 90 s for a
+# serial line) and ifupdown's networking.service (the lab configured eth0 and lo already;
+# it only held back network.target, which the agent that starts etcd waits for).
+MASKED_UNITS = ("serial-getty@ttyS0.service", "networking.service")
+# The image's systemd generators look for disks, fstab entries, kernel command-line
+# options and SysV scripts, none of which a container has; systemd runs each of them at
+# boot and again at every daemon-reload (the agent's among them), so they are masked too.
+GENERATORS = Path("usr/lib/systemd/system-generators")
 
 
 def etcd_client_urls(user_data: Mapping[str, Any], address: str) -> list[str]:
@@ -68,6 +77,16 @@ def etcd_client_urls(user_data: Mapping[str, Any], address: str) -> list[str]:
     env = etcd_env.etcd_environment(user_data, private_ipv4=address, public_ipv4=address).env
     urls = env.get("ETCD_ADVERTISE_CLIENT_URLS", f"http://{address}:2379")
     return [url.strip() for url in urls.split(",") if url.strip()]
+
+
+def masked_paths(rootfs: Path) -> list[str]:
+    """Where the container gets /dev/null bind-mounted: the units and the rootfs's
+    generators it has no use for (see MASKED_UNITS and GENERATORS)."""
+    generators = rootfs / GENERATORS
+    names = sorted(path.name for path in generators.iterdir()) if generators.is_dir() else []
+    return [f"/etc/systemd/system/{unit}" for unit in MASKED_UNITS] + [
+        f"/etc/systemd/system-generators/{name}" for name in names
+    ]
 
 
 def _nspawn() -> str:
@@ -315,6 +334,7 @@ class NspawnDeployment:
         if notice is not None and context.write_ignition is None:
             self.notices.append(notice)
         die_with_parent = not context.spec.keep
+        masks = masked_paths(self.rootfs)
         for index, name in enumerate(machine_names(context.spec.instances), 1):
             network = lab.add_machine(name, index)
             directory = context.paths.machine(name)
@@ -336,8 +356,6 @@ class NspawnDeployment:
                 host_key: "/etc/ssh/ssh_host_ed25519_key",
                 context.ssh_public_key_path: "/root/.ssh/authorized_keys",
                 user_data: USER_DATA,
-                # No serial console in a container: its getty would wait 90 s for one.
-                Path("/dev/null"): "/etc/systemd/system/serial-getty@ttyS0.service",
             }
             if self.fleet is not None:  # the same binaries for every machine, read-only
                 binds[self.fleet.fleetd] = "/usr/bin/fleetd"
@@ -371,6 +389,7 @@ class NspawnDeployment:
                 f"--network-namespace-path={network.netns_path}",
                 "--console=pipe",
                 *(f"--bind-ro={source}:{target}" for source, target in binds.items()),
+                *(f"--bind-ro=/dev/null:{target}" for target in masks),
                 f"--bind={etcd_dir}:/var/lib/etcd",
             ]
             process = ManagedProcess(
