@@ -811,6 +811,11 @@ class EtcdV3Client(_EtcdHandle):
         """Revoke a lease, deleting every key attached to it."""
         self._post("/v3/lease/revoke", {"ID": str(lease_id)})
 
+    def leases(self) -> list[int]:
+        """The ids of every lease the cluster holds."""
+        reply = self._post("/v3/lease/leases", {}, Retry.SAFE)
+        return [int(lease["ID"]) for lease in reply.get("leases", [])]
+
     def txn(
         self,
         compare: Sequence[Mapping[str, Any]],

@@ -482,6 +482,22 @@ class VagrantDeployment:
         ``pytest --coreos-reap``, removes them."""
         self._closed = True
 
+    # -- reset: see pytest_coreos.providers.vagrant.reset ---------------------------------
+    def save_ready(self) -> None:
+        from pytest_coreos.providers.vagrant import reset
+
+        reset.save_ready(self)
+
+    def revive(self) -> list[str]:
+        from pytest_coreos.providers.vagrant import reset
+
+        return reset.revive(self)
+
+    def restore(self) -> None:
+        from pytest_coreos.providers.vagrant import reset
+
+        reset.restore(self)
+
 
 def _qemu_user() -> int | None:
     """The uid libvirt's system daemon runs QEMU as: ``user`` of its qemu.conf, else
