@@ -21,6 +21,7 @@ from pytest_coreos.errors import CoreOSError, ResetError
 from pytest_coreos.handles.etcd import EtcdClient
 from pytest_coreos.handles.fleet import Fleet
 from pytest_coreos.handles.machine import Machine
+from pytest_coreos.handles.pristine import EtcdAtReady
 from pytest_coreos.handles.systemd import Units
 
 if TYPE_CHECKING:
@@ -80,7 +81,10 @@ class Cluster:
         self.attached = False  # True when adopted from a record, not booted here
         # Set before it boots: keep its state at ready, so that reset() can return to it.
         self.resettable = False
-        self.ready_saved = False
+        self.etcd_at_ready: EtcdAtReady | None = None
+        # How the last reset went: "in place" (keys deleted through the API) or "restore".
+        self.last_reset = ""
+        self.partitioned = False  # cut through partition() and not healed since
         self.reset_failed = False  # a reset did not complete: it is no pristine cluster
         self.owner_session = session.session_id  # whose state record holds this cluster
 
@@ -155,11 +159,13 @@ class Cluster:
         if self.deployment is None:
             raise CoreOSError(f"the {self.spec.provider} provider cannot partition machines")
         self.deployment.partition(names)
+        self.partitioned = True
 
     def heal(self) -> None:
         """Undo :meth:`partition`: every machine reaches every other again."""
         if self.deployment is not None:
             self.deployment.heal()
+        self.partitioned = False
 
     @property
     def ssh_config(self) -> Path:
@@ -291,7 +297,7 @@ class Cluster:
         if self.deployment is None:
             raise ResetError(self.name, "it was never booted")
         self.deployment.save_ready()
-        self.ready_saved = True
+        self.etcd_at_ready = EtcdAtReady.record(self.etcd)
 
     def reset(self, timeout: float | None = None) -> None:
         """Return the cluster to its state right after it became ready: every machine
@@ -300,11 +306,16 @@ class Cluster:
         and leases written since), the units and files tests deployed through the
         machines' handles removed, and :meth:`wait_until_healthy` passing.
 
+        Where every machine still ran and a test only wrote keys, they are deleted
+        through etcd's API, no member stopped (see :mod:`pytest_coreos.handles.pristine`);
+        otherwise every member's data is put back as it was at ready, all together.
+
         A reset that cannot complete raises :class:`ResetError`; the cluster is then no
         pristine one (``reset_failed``): close it and boot another, as the
         ``coreos_fresh_cluster`` fixture does.
         """
-        if not self.ready_saved or self.deployment is None:
+        at_ready = self.etcd_at_ready
+        if at_ready is None or self.deployment is None:
             raise ResetError(
                 self.name,
                 "no state at ready was kept for it: ask for coreos_fresh_cluster, or for "
@@ -314,14 +325,25 @@ class Cluster:
             raise ResetError(self.name, "it is closed")
         wait = self.spec.boot_timeout if timeout is None else timeout
         started = time.perf_counter()
+        # A fault done through the handles: the cluster must settle after it is undone.
+        disturbed = self.partitioned or any(m.paused or not m.running for m in self.machines)
         try:
             restarted = self.deployment.revive()
+            self.partitioned = False
+            for machine in self.machines:
+                machine.paused = False
             # Units first: one still running could write to etcd after its data is back.
             self._remove_deployed([m for m in self.machines if m.name not in restarted])
-            self.deployment.restore()
-            self.remember({})  # its processes changed
-            self.session.wait_ready(self, wait, fresh=False)
+            if not restarted and at_ready.clear_in_place(self.etcd):
+                self.last_reset = "in place"
+            else:
+                self.deployment.restore()
+                self.remember({})  # its processes changed
+                self.last_reset = "restore"
+            if disturbed or self.last_reset == "restore" or not self._all_healthy():
+                self.session.wait_ready(self, wait, fresh=False)
             self._remove_deployed([m for m in self.machines if m.name in restarted])
+            at_ready.since = self.etcd.index(quorum=False)
         except CoreOSError as error:
             self.reset_failed = True
             if isinstance(error, ResetError):
@@ -331,6 +353,11 @@ class Cluster:
             self.reset_failed = True
             raise
         self.timings["reset"] = time.perf_counter() - started
+
+    def _all_healthy(self) -> bool:
+        """Every member healthy, each asked at once over its own handle."""
+        with ThreadPoolExecutor(len(self.machines), thread_name_prefix="coreos-reset") as pool:
+            return all(pool.map(lambda machine: machine.etcd.health(), self.machines))
 
     def _remove_deployed(self, machines: Sequence[Machine]) -> None:
         """Remove what tests deployed through the machines' handles (see

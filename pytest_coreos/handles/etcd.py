@@ -668,6 +668,15 @@ class EtcdClient(_EtcdHandle):
             ) from timed_out.__cause__
         return decode_reply(endpoint, response.status_code, body, key=_absolute_key(key))
 
+    def index(self, *, quorum: bool = True) -> int:
+        """The v2 store's current etcd index (every v2 change adds one); by a quorum read
+        unless ``quorum`` is False (the answering member's own, maybe behind)."""
+        endpoint, response, body = self._transport.request(
+            "GET", _v2_path("/"), params={"quorum": _flag(quorum)}
+        )
+        decode_reply(endpoint, response.status_code, body, key="/")
+        return int(response.headers["X-Etcd-Index"])
+
     def exists(self, key: str) -> bool:
         """Whether ``key`` (a value or a directory) exists, by a quorum read."""
         try:
@@ -800,6 +809,18 @@ class EtcdV3Client(_EtcdHandle):
         body = _prefix_range(key) if prefix else {"key": _b64(key)}
         reply = self._post("/v3/kv/deleterange", body, Retry.SAFE)
         # The gateway leaves out zero-valued fields, so nothing deleted means no "deleted".
+        return int(reply.get("deleted", 0))
+
+    def count(self) -> int:
+        """How many keys the whole keyspace holds."""
+        body = {"key": _b64("\0"), "range_end": _b64("\0"), "count_only": True}
+        reply = self._post("/v3/kv/range", body, Retry.SAFE)
+        return int(reply.get("count", 0))
+
+    def delete_all(self) -> int:
+        """Delete every key of the whole keyspace and return how many went."""
+        body = {"key": _b64("\0"), "range_end": _b64("\0")}
+        reply = self._post("/v3/kv/deleterange", body, Retry.SAFE)
         return int(reply.get("deleted", 0))
 
     def lease(self, ttl: int) -> int:

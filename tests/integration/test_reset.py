@@ -53,7 +53,8 @@ def resettable(
         yield cluster, state_of(cluster)
 
 
-def test_keys_directories_and_leases_written_are_gone(resettable) -> None:
+@pytest.mark.parametrize("killed", [False, True], ids=["in place", "restored"])
+def test_keys_directories_and_leases_written_are_gone(resettable, killed) -> None:
     cluster, at_ready = resettable
     cluster.etcd.set("/reset/key", "dirty")
     cluster.etcd.mkdir("/reset/dir")
@@ -61,12 +62,30 @@ def test_keys_directories_and_leases_written_are_gone(resettable) -> None:
     lease = cluster.etcd.v3.lease(600)
     cluster.etcd.v3.put("/reset/leased", "dirty", lease=lease)
     cluster.etcd.v3.put("/reset/v3", "dirty")
+    cluster.etcd.v3.put("no-slash", "dirty")
+    if killed:  # a machine down: the data folders are put back
+        cluster["core-03"].kill()
     assert state_of(cluster) != at_ready
     cluster.reset()
+    assert cluster.last_reset == ("restore" if killed else "in place")
     assert state_of(cluster) == at_ready
     with pytest.raises(EtcdKeyNotFoundError):
         cluster["core-03"].etcd.get("/reset/key")
+    assert cluster.etcd.v3.get("no-slash") is None
     assert cluster.etcd.v3.leases() == []
+
+
+def test_a_key_etcd_hides_from_listings_is_gone_too(resettable) -> None:
+    cluster, at_ready = resettable
+    cluster.etcd.set("/_hidden/key", "dirty")
+    assert "/_hidden" not in cluster.etcd.ls("/")  # no listing shows it
+    cluster.reset()
+    assert cluster.last_reset == "restore"  # so the API cannot be trusted to find it
+    assert not cluster.etcd.exists("/_hidden/key")
+    assert state_of(cluster) == at_ready
+    cluster.etcd.set("/visible", "dirty")
+    cluster.reset()  # the history since the last reset is read, not since ready
+    assert cluster.last_reset == "in place"
 
 
 @pytest.mark.parametrize("faults", [("kill", "stop", "pause"), ("pause", "kill", "stop")])
@@ -160,11 +179,14 @@ def test_a_reset_that_cannot_restore_fails_loudly_and_changes_nothing(
 ) -> None:
     with coreos_cluster_factory(instances=3, resettable=True) as cluster:
         cluster.etcd.set("/written", "before the failed reset")
+        cluster["core-01"].kill()  # a machine down: the data folders must be put back
         shutil.rmtree(cluster.paths.etcd_at_ready("core-02"))
         with pytest.raises(ResetError, match=r"no saved copy of the etcd data at .*core-02"):
             cluster.reset()
         assert cluster.reset_failed
-        # Nothing was stopped or restored half-way: every member still has the key.
+        # Nothing was stopped or restored half-way: every member still has the key (the
+        # killed one, started again before the restore was tried, as soon as it serves).
+        cluster.wait_until_healthy()
         for machine in cluster:
             assert machine.etcd.get("/written") == "before the failed reset"
 
@@ -193,9 +215,10 @@ def test_second_gets_a_clean_cluster_the_same_one(coreos_fresh_cluster):
     assert coreos_fresh_cluster.etcd.ls("/") == []
     assert all(machine.running for machine in coreos_fresh_cluster)
     assert coreos_fresh_cluster["core-02"].etcd.health()
-    # The saved copy gone: the next reset cannot complete.
-    shutil.rmtree(coreos_fresh_cluster.paths.etcd_at_ready("core-03"))
+    # A machine down and the saved copy gone: the next reset cannot complete.
     coreos_fresh_cluster.etcd.set("/dirty", "again")
+    coreos_fresh_cluster["core-01"].kill()
+    shutil.rmtree(coreos_fresh_cluster.paths.etcd_at_ready("core-03"))
 
 
 def test_third_gets_a_new_cluster_after_the_failed_reset(coreos_fresh_cluster):
