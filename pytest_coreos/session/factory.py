@@ -325,6 +325,6 @@ def check_resettable(spec: ClusterSpec) -> None:
         raise ConfigError(
             "--coreos-provider",
             f"the {spec.provider} provider cannot reset a cluster (coreos_fresh_cluster, "
-            "resettable=True); local (also with --coreos-network=netns) and nspawn can",
+            "resettable=True); local (also with --coreos-network=netns), nspawn and vagrant can",
             "use coreos_cluster_factory() for a new cluster where a test needs one",
         )

@@ -34,7 +34,7 @@ class VagrantProvider:
         faults=True,
         ignition=True,
         attach=True,
-        reset=False,
+        reset=True,
     )
     # VMs reach discovery.etcd.io like a user would.
     default_discovery = "public"
