@@ -344,7 +344,7 @@ class Cluster:
                 self.session.wait_ready(self, wait, fresh=False)
             self._remove_deployed([m for m in self.machines if m.name in restarted])
             at_ready.since = self.etcd.index(quorum=False)
-        except CoreOSError as error:
+        except (CoreOSError, OSError) as error:
             self.reset_failed = True
             if isinstance(error, ResetError):
                 raise
@@ -352,6 +352,7 @@ class Cluster:
         except BaseException:
             self.reset_failed = True
             raise
+        self.reset_failed = False
         self.timings["reset"] = time.perf_counter() - started
 
     def _all_healthy(self) -> bool:

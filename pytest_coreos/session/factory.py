@@ -176,6 +176,8 @@ class ClusterFactory:
         cluster = self._fresh
         if cluster is not None and not cluster.closed:
             try:
+                if cluster.reset_failed:  # an earlier reset ended with another error
+                    raise ResetError(cluster.name, "its last reset did not complete")
                 cluster.reset()
                 return cluster
             except ResetError as error:

@@ -244,3 +244,34 @@ def test_the_fixture_resets_between_tests_and_boots_anew_when_a_reset_fails(
     assert "it was destroyed and a new cluster booted in its place" in output
     assert record.exists()
     assert_nothing_left(inner.path)
+
+
+XDIST_SESSION = """
+import json, os, pytest
+
+@pytest.mark.parametrize("n", range(6))
+def test_fresh(coreos_fresh_cluster, n):
+    worker = os.environ["PYTEST_XDIST_WORKER"]
+    assert coreos_fresh_cluster.etcd.ls("/") == []  # nothing of another test, either worker's
+    coreos_fresh_cluster.etcd.set(f"/{worker}-{n}", "dirty")
+    with open(os.path.join(os.environ["RECORD_DIR"], f"{worker}-{n}"), "w") as out:
+        out.write(str(coreos_fresh_cluster.workdir))
+"""
+
+
+def test_each_xdist_worker_resets_a_cluster_of_its_own(
+    inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, assert_nothing_left
+) -> None:
+    records = inner.path / "records"
+    records.mkdir()
+    monkeypatch.setenv("RECORD_DIR", str(records))
+    inner.makepyfile(XDIST_SESSION)
+    result = inner.runpytest_subprocess("-n", "2", "--coreos-instances=3")
+    result.assert_outcomes(passed=6)
+    clusters: dict[str, set[str]] = {}
+    for path in records.iterdir():
+        clusters.setdefault(path.name.split("-")[0], set()).add(path.read_text())
+    assert set(clusters) == {"gw0", "gw1"}, "both workers ran tests"
+    assert all(len(workdirs) == 1 for workdirs in clusters.values()), "one cluster each"
+    assert clusters["gw0"] != clusters["gw1"]
+    assert_nothing_left(inner.path)
