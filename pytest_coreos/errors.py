@@ -99,6 +99,16 @@ class BootTimeoutError(CoreOSError):
         super().__init__(message)
 
 
+class ResetError(CoreOSError):
+    """A cluster could not be returned to its state at ready (:meth:`Cluster.reset`).
+    What it left is no pristine cluster: it is closed, never handed to a test as one."""
+
+    def __init__(self, cluster: str, problem: str) -> None:
+        self.cluster = cluster
+        self.problem = problem
+        super().__init__(f"resetting {cluster} failed: {problem}")
+
+
 class EtcdError(CoreOSError):
     """An etcd request failed: connection refused, timeout, or an etcd error code."""
 

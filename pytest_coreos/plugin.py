@@ -260,6 +260,15 @@ def coreos_cluster(
     return coreos_cluster_factory.default()
 
 
+@pytest.fixture
+def coreos_fresh_cluster(coreos_cluster_factory: ClusterFactory) -> Cluster:
+    """A pristine cluster of the session's shape for each test: one cluster (per xdist
+    worker) booted when first asked for and reset (``Cluster.reset``) before every later
+    test that asks for it, so that no key, unit, fault or partition of one test reaches
+    the next. A reset that fails is reported and a new cluster booted in its place."""
+    return coreos_cluster_factory.fresh()
+
+
 def _announce_ready(config: pytest.Config, cluster: Cluster) -> None:
     """Run the ready hook and, with -v, show how long each phase and machine took."""
     if config.get_verbosity() > 0 and cluster.timings:

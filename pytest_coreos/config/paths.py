@@ -31,6 +31,11 @@ class ClusterPaths:
         """The folder of one machine's own files (its etcd data, keys, logs)."""
         return self.workdir / "machines" / machine
 
+    def etcd_at_ready(self, machine: str) -> Path:
+        """The copy of machine ``machine``'s etcd data taken when the cluster became ready,
+        which a reset puts back."""
+        return self.machine(machine) / "etcd-at-ready"
+
     @property
     def ssh_config(self) -> Path:
         """An OpenSSH client config for the machines (``ssh -F``)."""

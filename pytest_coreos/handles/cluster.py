@@ -8,16 +8,20 @@ for it and record it, so that this module needs nothing above the handles.
 
 from __future__ import annotations
 
+import shlex
+import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pytest_coreos.config.paths import ClusterPaths
 from pytest_coreos.config.ssh_access import MachineAccess
-from pytest_coreos.errors import CoreOSError
+from pytest_coreos.errors import CoreOSError, ResetError
 from pytest_coreos.handles.etcd import EtcdClient
 from pytest_coreos.handles.fleet import Fleet
 from pytest_coreos.handles.machine import Machine
+from pytest_coreos.handles.pristine import EtcdAtReady
 from pytest_coreos.handles.systemd import Units
 
 if TYPE_CHECKING:
@@ -75,6 +79,13 @@ class Cluster:
         # machine when its etcd was serving with every member and when SSH first let in.
         self.timings: dict[str, float] = {}
         self.attached = False  # True when adopted from a record, not booted here
+        # Set before it boots: keep its state at ready, so that reset() can return to it.
+        self.resettable = False
+        self.etcd_at_ready: EtcdAtReady | None = None
+        # How the last reset went: "in place" (keys deleted through the API) or "restore".
+        self.last_reset = ""
+        self.partitioned = False  # cut through partition() and not healed since
+        self.reset_failed = False  # a reset did not complete: it is no pristine cluster
         self.owner_session = session.session_id  # whose state record holds this cluster
 
     def __repr__(self) -> str:
@@ -148,11 +159,13 @@ class Cluster:
         if self.deployment is None:
             raise CoreOSError(f"the {self.spec.provider} provider cannot partition machines")
         self.deployment.partition(names)
+        self.partitioned = True
 
     def heal(self) -> None:
         """Undo :meth:`partition`: every machine reaches every other again."""
         if self.deployment is not None:
             self.deployment.heal()
+        self.partitioned = False
 
     @property
     def ssh_config(self) -> Path:
@@ -276,6 +289,94 @@ class Cluster:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    # -- reset ---------------------------------------------------------------------
+    def save_ready(self) -> None:
+        """Keep the state :meth:`reset` returns to (the session calls it once the cluster
+        is ready, for a cluster made ``resettable``)."""
+        if self.deployment is None:
+            raise ResetError(self.name, "it was never booted")
+        self.deployment.save_ready()
+        self.etcd_at_ready = EtcdAtReady.record(self.etcd)
+
+    def reset(self, timeout: float | None = None) -> None:
+        """Return the cluster to its state right after it became ready: every machine
+        running (paused ones resumed, stopped and killed ones started), partitions
+        healed, etcd's data as it was (the same members, none of the keys, directories
+        and leases written since), the units and files tests deployed through the
+        machines' handles removed, and :meth:`wait_until_healthy` passing.
+
+        Where every machine still ran and a test only wrote keys, they are deleted
+        through etcd's API, no member stopped (see :mod:`pytest_coreos.handles.pristine`);
+        otherwise every member's data is put back as it was at ready, all together.
+
+        A reset that cannot complete raises :class:`ResetError`; the cluster is then no
+        pristine one (``reset_failed``): close it and boot another, as the
+        ``coreos_fresh_cluster`` fixture does.
+        """
+        at_ready = self.etcd_at_ready
+        if at_ready is None or self.deployment is None:
+            raise ResetError(
+                self.name,
+                "no state at ready was kept for it: ask for coreos_fresh_cluster, or for "
+                "coreos_cluster_factory(..., resettable=True)",
+            )
+        if self._closed:
+            raise ResetError(self.name, "it is closed")
+        wait = self.spec.boot_timeout if timeout is None else timeout
+        started = time.perf_counter()
+        # A fault done through the handles: the cluster must settle after it is undone.
+        disturbed = self.partitioned or any(m.paused or not m.running for m in self.machines)
+        try:
+            restarted = self.deployment.revive()
+            self.partitioned = False
+            for machine in self.machines:
+                machine.paused = False
+            # Units first: one still running could write to etcd after its data is back.
+            self._remove_deployed([m for m in self.machines if m.name not in restarted])
+            if not restarted and at_ready.clear_in_place(self.etcd):
+                self.last_reset = "in place"
+            else:
+                self.deployment.restore()
+                self.remember({})  # its processes changed
+                self.last_reset = "restore"
+            if disturbed or self.last_reset == "restore" or not self._all_healthy():
+                self.session.wait_ready(self, wait, fresh=False)
+            self._remove_deployed([m for m in self.machines if m.name in restarted])
+            at_ready.since = self.etcd.index(quorum=False)
+        except (CoreOSError, OSError) as error:
+            self.reset_failed = True
+            if isinstance(error, ResetError):
+                raise
+            raise ResetError(self.name, str(error)) from error
+        except BaseException:
+            self.reset_failed = True
+            raise
+        self.reset_failed = False
+        self.timings["reset"] = time.perf_counter() - started
+
+    def _all_healthy(self) -> bool:
+        """Every member healthy, each asked at once over its own handle."""
+        with ThreadPoolExecutor(len(self.machines), thread_name_prefix="coreos-reset") as pool:
+            return all(pool.map(lambda machine: machine.etcd.health(), self.machines))
+
+    def _remove_deployed(self, machines: Sequence[Machine]) -> None:
+        """Remove what tests deployed through the machines' handles (see
+        :class:`~pytest_coreos.handles.ssh.Deployed`), on every machine at once."""
+
+        def remove(machine: Machine) -> None:
+            deployed = machine.ssh.deployed
+            for unit in sorted(deployed.units):
+                machine.systemd.remove(unit)
+            if deployed.files:
+                machine.ssh.run("rm -f -- " + " ".join(map(shlex.quote, sorted(deployed.files))))
+                deployed.files.clear()
+
+        busy = [m for m in machines if m.ssh.deployed.units or m.ssh.deployed.files]
+        if busy:
+            with ThreadPoolExecutor(len(busy), thread_name_prefix="coreos-reset") as pool:
+                for future in [pool.submit(remove, machine) for machine in busy]:
+                    future.result()
 
     # -- waiting -------------------------------------------------------------------
     def wait_until_healthy(self, timeout: float | None = None) -> None:

@@ -668,6 +668,15 @@ class EtcdClient(_EtcdHandle):
             ) from timed_out.__cause__
         return decode_reply(endpoint, response.status_code, body, key=_absolute_key(key))
 
+    def index(self, *, quorum: bool = True) -> int:
+        """The v2 store's current etcd index (every v2 change adds one); by a quorum read
+        unless ``quorum`` is False (the answering member's own, maybe behind)."""
+        endpoint, response, body = self._transport.request(
+            "GET", _v2_path("/"), params={"quorum": _flag(quorum)}
+        )
+        decode_reply(endpoint, response.status_code, body, key="/")
+        return int(response.headers["X-Etcd-Index"])
+
     def exists(self, key: str) -> bool:
         """Whether ``key`` (a value or a directory) exists, by a quorum read."""
         try:
@@ -802,6 +811,18 @@ class EtcdV3Client(_EtcdHandle):
         # The gateway leaves out zero-valued fields, so nothing deleted means no "deleted".
         return int(reply.get("deleted", 0))
 
+    def count(self) -> int:
+        """How many keys the whole keyspace holds."""
+        body = {"key": _b64("\0"), "range_end": _b64("\0"), "count_only": True}
+        reply = self._post("/v3/kv/range", body, Retry.SAFE)
+        return int(reply.get("count", 0))
+
+    def delete_all(self) -> int:
+        """Delete every key of the whole keyspace and return how many went."""
+        body = {"key": _b64("\0"), "range_end": _b64("\0")}
+        reply = self._post("/v3/kv/deleterange", body, Retry.SAFE)
+        return int(reply.get("deleted", 0))
+
     def lease(self, ttl: int) -> int:
         """Grant a lease of ``ttl`` seconds and return its id."""
         reply = self._post("/v3/lease/grant", {"TTL": str(ttl)})
@@ -810,6 +831,11 @@ class EtcdV3Client(_EtcdHandle):
     def revoke(self, lease_id: int) -> None:
         """Revoke a lease, deleting every key attached to it."""
         self._post("/v3/lease/revoke", {"ID": str(lease_id)})
+
+    def leases(self) -> list[int]:
+        """The ids of every lease the cluster holds."""
+        reply = self._post("/v3/lease/leases", {}, Retry.SAFE)
+        return [int(lease["ID"]) for lease in reply.get("leases", [])]
 
     def txn(
         self,

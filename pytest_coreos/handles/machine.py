@@ -78,6 +78,7 @@ class Machine:
         self._has_systemd = systemd
         self._control = control
         self.on_change: Callable[[], None] = lambda: None  # its processes changed
+        self.paused = False  # frozen through pause() and not resumed since
         # Seconds from the start of the last wait until its etcd served with every member
         # and until it first took an SSH login (None until then).
         self.etcd_ready_after: float | None = None
@@ -133,10 +134,12 @@ class Machine:
         """Stop the machine cleanly (SIGTERM, as systemd would on shutdown)."""
         self.ssh.close()
         self._control.stop()
+        self.paused = False
 
     def start(self) -> None:
         """Start a stopped machine again; its etcd rejoins with its data."""
         self._control.start()
+        self.paused = False
         self.on_change()
 
     def restart(self) -> None:
@@ -148,14 +151,17 @@ class Machine:
         """Kill the machine at once, as a power cut would."""
         self.ssh.close()
         self._control.kill()
+        self.paused = False
 
     def pause(self) -> None:
         """Freeze the machine: it keeps its sockets but answers nothing."""
         self._control.pause()
+        self.paused = True
 
     def resume(self) -> None:
         """Let a paused machine run on."""
         self._control.resume()
+        self.paused = False
 
     def logs(self, lines: int = 50) -> str:
         """The last ``lines`` lines of the machine's etcd log."""

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Never, Self
@@ -52,6 +52,17 @@ class CommandResult:
     @property
     def ok(self) -> bool:
         return self.exit_status == 0
+
+
+@dataclass
+class Deployed:
+    """What tests put on a machine through its handles: the files its SSH handle created
+    (``put``, ``write_text``; a file that existed before and was overwritten is not
+    among them) and the unit files its systemd handle installed. ``Cluster.reset``
+    removes them."""
+
+    files: set[str] = field(default_factory=set)
+    units: set[str] = field(default_factory=set)
 
 
 class _UnpinnedHostKeyError(paramiko.SSHException):
@@ -130,6 +141,7 @@ class SSHClient:
         # in a network lab, NetworkLab.connect, whose sockets are bound to the lab's link.
         self.sock_factory = sock_factory
         self.last_login_error: SSHError | None = None
+        self.deployed = Deployed()
         self._lock = threading.Lock()
         self._client: paramiko.SSHClient | None = None
         if not self.host_keys and known_hosts is None:
@@ -473,7 +485,10 @@ class SSHClient:
     def put(self, local: Path | str, remote: str) -> None:
         """Copy the local file ``local`` to ``remote`` on the machine."""
         with self._sftp(f"put {local} -> {remote}") as sftp:
+            created = not _exists(sftp, remote)
             sftp.put(str(local), remote)
+        if created:
+            self.deployed.files.add(remote)
 
     def get(self, remote: str, local: Path | str) -> None:
         """Copy the machine's file ``remote`` to the local path ``local``."""
@@ -492,10 +507,22 @@ class SSHClient:
         The mode is set on the open file before anything is written, so a secret is never
         readable under the server's default permissions.
         """
-        with self._sftp(f"write {remote}") as sftp, sftp.open(remote, "wb") as handle:
-            if mode is not None:
-                handle.chmod(mode)
-            handle.write(text.encode("utf-8"))
+        with self._sftp(f"write {remote}") as sftp:
+            created = not _exists(sftp, remote)
+            with sftp.open(remote, "wb") as handle:
+                if mode is not None:
+                    handle.chmod(mode)
+                handle.write(text.encode("utf-8"))
+        if created:
+            self.deployed.files.add(remote)
+
+
+def _exists(sftp: paramiko.SFTPClient, remote: str) -> bool:
+    try:
+        sftp.lstat(remote)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 class _DeadlinePassedError(Exception):

@@ -302,6 +302,7 @@ class Systemd:
                 f"cannot write {path} (status {written.exit_status}): {written.stderr.strip()}",
                 unit=name,
             )
+        self.ssh.deployed.units.add(name)
         return path
 
     def remove(self, name: str) -> None:
@@ -313,6 +314,7 @@ class Systemd:
         self._run(["rm", "-f", f"{PERSISTENT_UNITS}/{name}", f"{RUNTIME_UNITS}/{name}"])
         self.daemon_reload()
         self._run(["systemctl", "reset-failed", name])
+        self.ssh.deployed.units.discard(name)
 
     # -- waiting ---------------------------------------------------------------------
     def wait_until(self, unit: str, state: str = "active", *, timeout: float = 30.0) -> UnitStatus:

@@ -238,6 +238,32 @@ def descendants_of(pids: Sequence[int]) -> list[int]:
     return found
 
 
+def wait_stopped(pids: Sequence[int], timeout: float = 1.0) -> bool:
+    """Wait until every thread of ``pids`` is stopped (SIGSTOP returns before the threads
+    that are inside a system call have stopped); True if they all did within ``timeout``.
+    A process that is gone counts as stopped."""
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while True:
+            try:
+                tasks = os.listdir(f"/proc/{pid}/task")
+            except FileNotFoundError:
+                break
+            states = []
+            for task in tasks:
+                try:
+                    with open(f"/proc/{pid}/task/{task}/stat", "rb") as stat:
+                        states.append(stat.read().rsplit(b")", 1)[1].split()[0])
+                except OSError:
+                    continue
+            if all(state in (b"T", b"t", b"Z", b"X") for state in states):
+                break
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.001)
+    return True
+
+
 def _signal_pids(pids: Sequence[int], signum: int) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):

@@ -47,6 +47,7 @@ class Capabilities:
     faults: bool  # tests may stop, kill and pause machines (ssh: with --coreos-allow-faults)
     ignition: bool  # the machines apply an Ignition config (--coreos-ignition)
     attach: bool  # a kept cluster can be attached to again (--coreos-reuse, xdist sharing)
+    reset: bool  # a cluster can be returned to its state at ready (Cluster.reset)
 
 
 @dataclass
@@ -102,6 +103,19 @@ class Deployment(Protocol):
 
     def detach(self) -> None:
         """Leave everything running (a kept cluster) and let go of it."""
+
+    def save_ready(self) -> None:
+        """Keep what :meth:`restore` returns etcd to, once the cluster is ready (a copy of
+        every member's data); a ResetError where the provider cannot reset."""
+
+    def revive(self) -> list[str]:
+        """Heal partitions, let paused machines run on and start stopped or killed ones
+        (their etcd on the data they had); the names of the machines it started."""
+
+    def restore(self) -> None:
+        """Stop every member's etcd, put back the data :meth:`save_ready` kept, all
+        members together (raft sees no split history), and start them again, without
+        waiting; a ResetError where it cannot, with nothing left half-restored."""
 
     def shell_prefix(self) -> list[str]:
         """The command under which a shell command on this host reaches the machines'

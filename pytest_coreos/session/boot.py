@@ -111,6 +111,9 @@ def start(session: BootSession, cluster: Cluster) -> None:
             # Ready for fleet tests too: every machine's fleetd has registered.
             cluster.fleet.wait_for_machines(timeout=cluster.spec.boot_timeout)
             clock.lap("fleet")
+        if cluster.resettable:
+            cluster.save_ready()  # what Cluster.reset returns to
+            clock.lap("save")
         cluster.timings["total"] = clock.total
     except BaseException:
         # The workdir is worth keeping only if machines ran: it holds their logs.

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import secrets
 import shutil
 import tempfile
@@ -15,10 +16,11 @@ from typing import Any
 
 import paramiko
 
-from pytest_coreos.errors import CoreOSError
+from pytest_coreos.errors import ConfigError, CoreOSError, ResetError
 from pytest_coreos.handles.cluster import Cluster
 from pytest_coreos.host.sshd import generate_ed25519_key
 from pytest_coreos.options import ClusterSpec
+from pytest_coreos.providers import get_provider
 from pytest_coreos.session import boot, registry
 from pytest_coreos.session.discovery import SessionDiscovery
 from pytest_coreos.session.readiness import wait_ready
@@ -49,6 +51,7 @@ class ClusterFactory:
         self._ssh_key: tuple[paramiko.Ed25519Key, Path] | None = None
         self.clusters: list[Cluster] = []
         self._default: Cluster | None = None
+        self._fresh: Cluster | None = None
         self.notices: list[str] = []
         self._lock = threading.RLock()
         self._atexit_registered = False
@@ -130,12 +133,19 @@ class ClusterFactory:
         wait_ready(cluster, timeout, fresh=fresh)
 
     # -- clusters ----------------------------------------------------------------------
-    def __call__(self, instances: int | None = None, **changes: Any) -> Cluster:
-        """A new, ready cluster; ``instances`` and any spec field can be changed."""
+    def __call__(
+        self, instances: int | None = None, *, resettable: bool = False, **changes: Any
+    ) -> Cluster:
+        """A new, ready cluster; ``instances`` and any spec field can be changed.
+        ``resettable``: keep its state at ready, for :meth:`Cluster.reset`."""
         if instances is not None:
             changes["instances"] = instances
         spec = self.spec.replace(**changes) if changes else self.spec
-        return self._ready(self.create(spec).start())
+        if resettable:
+            check_resettable(spec)
+        cluster = self.create(spec)
+        cluster.resettable = resettable
+        return self._ready(cluster.start())
 
     def _ready(self, cluster: Cluster) -> Cluster:
         if self.ready_hook is not None:
@@ -157,6 +167,28 @@ class ClusterFactory:
             reused = self.reuse(self.spec) if self.spec.reuse else None
             self._default = reused or self()
         return self._default
+
+    def fresh(self) -> Cluster:
+        """A pristine cluster of the configured spec (``coreos_fresh_cluster``): booted on
+        first use, reset (:meth:`Cluster.reset`) at every later one. Where a reset fails,
+        that cluster is destroyed and a new one booted in its place, and the notices say
+        so: a test never gets a half-reset cluster."""
+        cluster = self._fresh
+        if cluster is not None and not cluster.closed:
+            try:
+                if cluster.reset_failed:  # an earlier reset ended with another error
+                    raise ResetError(cluster.name, "its last reset did not complete")
+                cluster.reset()
+                return cluster
+            except ResetError as error:
+                message = f"{error}; it was destroyed and a new cluster booted in its place"
+                self.notices.append(message)
+                if self.progress is not None:
+                    self.progress(message)
+                with contextlib.suppress(CoreOSError):
+                    cluster.close(destroy=True)
+        self._fresh = self(resettable=True)
+        return self._fresh
 
     def shaped(self, **changes: Any) -> Cluster:
         """The session's cluster of the base spec with ``changes``, booted on first use and
@@ -287,3 +319,14 @@ class ClusterFactory:
                     registry.remove_record(self.session_id)
         if errors:
             raise CoreOSError(f"tearing down {len(errors)} cluster(s) failed") from errors[0]
+
+
+def check_resettable(spec: ClusterSpec) -> None:
+    """A ConfigError naming the provider where its clusters cannot be reset."""
+    if not get_provider(spec.provider).capabilities.reset:
+        raise ConfigError(
+            "--coreos-provider",
+            f"the {spec.provider} provider cannot reset a cluster (coreos_fresh_cluster, "
+            "resettable=True); local (also with --coreos-network=netns), nspawn and vagrant can",
+            "use coreos_cluster_factory() for a new cluster where a test needs one",
+        )

@@ -19,3 +19,9 @@ def test_the_readme_systemd_sample_runs_as_written(inner: pytest.Pytester) -> No
         "--coreos-provider=nspawn", "--coreos-instances=2", "-p", "no:cacheprovider"
     )
     result.assert_outcomes(passed=1)
+
+
+def test_the_readme_fresh_cluster_sample_runs_as_written(inner: pytest.Pytester) -> None:
+    inner.makepyfile(test_sample=_python_block_after("## A pristine cluster for every test"))
+    result = inner.runpytest_subprocess("--coreos-instances=3", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)

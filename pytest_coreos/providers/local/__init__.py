@@ -26,7 +26,13 @@ class LocalProvider:
 
     name = "local"
     capabilities = Capabilities(
-        boots=True, systemd=False, partitions=True, faults=True, ignition=False, attach=True
+        boots=True,
+        systemd=False,
+        partitions=True,
+        faults=True,
+        ignition=False,
+        attach=True,
+        reset=True,
     )
     default_discovery = "local"
     options = frozenset({"network", "sshd_binary"})

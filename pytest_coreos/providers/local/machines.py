@@ -22,12 +22,13 @@ from urllib.parse import urlsplit, urlunsplit
 import paramiko
 
 from pytest_coreos.config import etcd_env
-from pytest_coreos.errors import ProcessError
+from pytest_coreos.errors import ProcessError, ResetError
 from pytest_coreos.handles.machine import machine_names
+from pytest_coreos.host import datadir
 from pytest_coreos.host.addresses import AddressBlock, can_bind, claim_block
 from pytest_coreos.host.binaries import find_sshd
 from pytest_coreos.host.netns import MachineNetwork
-from pytest_coreos.host.process import ManagedProcess, kill_all
+from pytest_coreos.host.process import ManagedProcess, kill_all, wait_stopped
 from pytest_coreos.host.sshd import (
     SshdSettings,
     ensure_privilege_separation_dir,
@@ -236,6 +237,53 @@ class LocalDeployment:
 
     def shell_prefix(self) -> list[str]:
         return self.lab.shell_prefix()
+
+    # -- reset -------------------------------------------------------------------
+    def _data_dirs(self) -> list[tuple[LocalMachine, Path, Path]]:
+        """Each machine, its etcd data folder and the copy of it taken at ready."""
+        paths = self.context.paths
+        return [
+            (machine, paths.machine(machine.name) / "etcd", paths.etcd_at_ready(machine.name))
+            for machine in self.machines
+        ]
+
+    def save_ready(self) -> None:
+        # Consistent without a restart: every member is frozen for the milliseconds the
+        # copies take (a heartbeat or two, no election), so each copy is a state its
+        # member could have crashed in, which etcd recovers from on every start.
+        members = [machine.etcd for machine in self.machines]
+        for process in members:
+            process.signal(signal.SIGSTOP)
+        try:
+            wait_stopped([process.pid for process in members if process.pid is not None])
+            for _, data_dir, copy in self._data_dirs():
+                datadir.save(data_dir, copy)
+        finally:
+            for process in members:
+                process.signal(signal.SIGCONT)
+
+    def revive(self) -> list[str]:
+        self.lab.heal()
+        started = []
+        for machine in self.machines:
+            machine.resume()
+            if not all(process.running for process in machine.processes):
+                machine.start()  # what still runs is left alone
+                started.append(machine.name)
+        return started
+
+    def restore(self) -> None:
+        dirs = self._data_dirs()
+        try:
+            staged = [datadir.stage(copy, data_dir) for _, data_dir, copy in dirs]
+        except OSError as error:
+            raise ResetError(self.context.workdir.name, str(error)) from error
+        # Killed, not stopped: SIGTERM to every member at once stalls in leader transfer.
+        kill_all([machine.etcd for machine in self.machines])
+        for (_, data_dir, _), copy in zip(dirs, staged, strict=True):
+            datadir.swap_in(copy, data_dir)
+        for machine, _, _ in dirs:
+            machine.etcd.start()
 
     def boot(self) -> list[MachineDescription]:
         context = self.context

@@ -27,7 +27,13 @@ class NspawnProvider:
 
     name = "nspawn"
     capabilities = Capabilities(
-        boots=True, systemd=True, partitions=True, faults=True, ignition=True, attach=False
+        boots=True,
+        systemd=True,
+        partitions=True,
+        faults=True,
+        ignition=True,
+        attach=False,
+        reset=True,
     )
     default_discovery = "local"
     options = frozenset({"network", "fleet"})  # its machines always live in a network lab

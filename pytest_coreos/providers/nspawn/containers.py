@@ -23,21 +23,23 @@ import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import paramiko
 
 from pytest_coreos.config import cloud_config, etcd_env
-from pytest_coreos.errors import ConfigError, ProcessError
+from pytest_coreos.errors import ConfigError, ProcessError, ResetError
 from pytest_coreos.handles.machine import machine_names
-from pytest_coreos.host import fleet_release
+from pytest_coreos.host import datadir, fleet_release
 from pytest_coreos.host.netns import NAMESPACE_PREFIX
 from pytest_coreos.host.process import (
     ManagedProcess,
     descendants_of,
     kill_all,
     process_start_time,
+    wait_stopped,
 )
 from pytest_coreos.host.sshd import generate_ed25519_key
 from pytest_coreos.image import builder
@@ -243,6 +245,47 @@ class Container:
     def resume(self) -> None:
         self._signal_all(signal.SIGCONT)
 
+    def etcd_pids(self) -> list[int]:
+        """The container's etcd processes, seen from this host."""
+        leader = self.leader
+        if leader is None or not leader.running or leader.pid is None:
+            return []
+        found = []
+        for pid in descendants_of([leader.pid]):
+            try:
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "etcd":
+                    found.append(pid)
+            except OSError:
+                continue
+        return found
+
+    def etcd_unit(self) -> str:
+        """The unit that runs the container's etcd (etcd, etcd2 or etcd-member, as its
+        config chose), read from the cgroup of its process; "" if none runs."""
+        for pid in self.etcd_pids():
+            try:
+                cgroups = Path(f"/proc/{pid}/cgroup").read_text()
+            except OSError:
+                continue
+            for part in reversed(cgroups.replace(":", "/").split("/")):
+                if part.strip().endswith(".service"):
+                    return part.strip()
+        return ""
+
+    def systemctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``systemctl ARGS`` run by the container's own systemd (through nsenter: no
+        network, no SSH)."""
+        leader = self.leader.pid if self.leader is not None else None
+        if leader is None:
+            raise ProcessError(f"{self.name} systemd-nspawn", "its init is not known")
+        return subprocess.run(
+            ["nsenter", "-t", str(leader), "-m", "-p", "-u", "--", "systemctl", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=STOP_GRACE,
+        )
+
     def logs(self, lines: int) -> str:
         """etcd's journal in the container (read with nsenter, no network), else the
         container's console."""
@@ -280,6 +323,7 @@ class NspawnDeployment:
         self.containers: list[Container] = []
         self._descriptions: list[dict[str, Any]] = []
         self.rootfs: Path | None = None
+        self._etcd_units: dict[str, str] = {}  # the unit that runs each machine's etcd
         if os.geteuid() != 0:
             raise ConfigError(
                 OPTION,
@@ -316,6 +360,94 @@ class NspawnDeployment:
 
     def shell_prefix(self) -> list[str]:
         return self.lab.shell_prefix()
+
+    # -- reset -------------------------------------------------------------------
+    def save_ready(self) -> None:
+        # Each container's etcd data lives in a folder of this host, bind-mounted: the
+        # members are frozen for the milliseconds the copies take (no election), so each
+        # copy is a state its member could have crashed in, which etcd recovers from.
+        self._etcd_units = {}
+        for container in self.containers:
+            unit = container.etcd_unit()
+            if not unit:
+                raise ResetError(self.context.workdir.name, f"no etcd runs on {container.name}")
+            self._etcd_units[container.name] = unit
+        pids = [pid for container in self.containers for pid in container.etcd_pids()]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        try:
+            wait_stopped(pids)
+            for container in self.containers:
+                directory = self.context.paths.machine(container.name)
+                datadir.save(directory / "etcd", self.context.paths.etcd_at_ready(container.name))
+        finally:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+
+    def revive(self) -> list[str]:
+        self.lab.heal()
+        started = []
+        for container in self.containers:
+            if container.running:
+                container.resume()
+            else:
+                container.start()  # a fresh boot: its volatile overlay starts empty
+                started.append(container.name)
+        # A container just started has its etcd started by its agent: it must be running
+        # before restore() stops it, or it would start on the restored data half-copied.
+        deadline = time.monotonic() + self.context.spec.boot_timeout
+        for container in (c for c in self.containers if c.name in started):
+            while not container.etcd_pids():
+                if time.monotonic() > deadline or not container.running:
+                    raise ResetError(
+                        self.context.workdir.name,
+                        f"{container.name} was started again but runs no etcd",
+                    )
+                time.sleep(0.02)
+        return started
+
+    def restore(self) -> None:
+        paths = self.context.paths
+        units = self._etcd_units
+        if len(units) != len(self.containers):
+            raise ResetError(self.context.workdir.name, "no copy of etcd's data taken at ready")
+        try:
+            staged = {
+                c.name: datadir.stage(paths.etcd_at_ready(c.name), paths.machine(c.name) / "etcd")
+                for c in self.containers
+            }
+        except OSError as error:
+            raise ResetError(self.context.workdir.name, str(error)) from error
+
+        def stop(container: Container) -> None:
+            # Killed first: SIGTERM to every member at once stalls in leader transfer;
+            # the stop then cancels the restart systemd would schedule.
+            unit = units[container.name]
+            container.systemctl("kill", "--signal=SIGKILL", unit)
+            result = container.systemctl("stop", unit)
+            if result.returncode != 0 or container.etcd_pids():
+                raise ResetError(
+                    self.context.workdir.name,
+                    f"{unit} on {container.name} did not stop: {result.stderr.strip()}",
+                )
+
+        def start(container: Container) -> None:
+            unit = units[container.name]
+            container.systemctl("reset-failed", unit)
+            result = container.systemctl("start", "--no-block", unit)
+            if result.returncode != 0:
+                raise ResetError(
+                    self.context.workdir.name,
+                    f"{unit} on {container.name} did not start: {result.stderr.strip()}",
+                )
+
+        with ThreadPoolExecutor(len(self.containers)) as pool:
+            list(pool.map(stop, self.containers))
+            for container in self.containers:
+                datadir.swap_in(staged[container.name], paths.machine(container.name) / "etcd")
+            list(pool.map(start, self.containers))
 
     def detach(self) -> None:
         """Leave the containers running (a kept cluster) and let go of them."""

@@ -26,7 +26,13 @@ class SSHProvider:
 
     name = "ssh"
     capabilities = Capabilities(
-        boots=False, systemd=True, partitions=False, faults=True, ignition=False, attach=False
+        boots=False,
+        systemd=True,
+        partitions=False,
+        faults=True,
+        ignition=False,
+        attach=False,
+        reset=False,
     )
     default_discovery = "static"
     options = frozenset({"hosts", "ssh_key", "known_hosts", "allow_faults"})

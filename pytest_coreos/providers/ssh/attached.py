@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import paramiko
 
 from pytest_coreos.config.hosts import split_host
-from pytest_coreos.errors import ConfigError, CoreOSError, EtcdError
+from pytest_coreos.errors import ConfigError, CoreOSError, EtcdError, ResetError
 from pytest_coreos.handles.etcd import EtcdClient, Member
 from pytest_coreos.handles.ssh import SSHClient
 from pytest_coreos.providers.protocol import BootContext, MachineDescription
@@ -232,3 +232,20 @@ class SSHDeployment:
 
     def heal(self) -> None:
         """Nothing was cut."""
+
+    def save_ready(self) -> None:
+        """Refused: machines the plugin did not boot have no state at ready to return to."""
+        raise ResetError(
+            "the ssh provider's cluster",
+            "machines the plugin did not boot cannot be reset (the ssh provider declares "
+            "reset=False); use --coreos-provider=local, nspawn or vagrant",
+        )
+
+    def revive(self) -> list[str]:
+        """Refused, as :meth:`save_ready` is."""
+        self.save_ready()
+        return []
+
+    def restore(self) -> None:
+        """Refused, as :meth:`save_ready` is."""
+        self.save_ready()

@@ -28,7 +28,13 @@ class VagrantProvider:
 
     name = "vagrant"
     capabilities = Capabilities(
-        boots=True, systemd=True, partitions=False, faults=True, ignition=True, attach=True
+        boots=True,
+        systemd=True,
+        partitions=False,
+        faults=True,
+        ignition=True,
+        attach=True,
+        reset=True,
     )
     # VMs reach discovery.etcd.io like a user would.
     default_discovery = "public"

@@ -105,6 +105,7 @@ class VagrantMachine:
         self.name = name
         self.ssh: SSHClient | None = None  # once booted
         self._running = True
+        self.suspended = False  # by pause(), until resume() or start()
 
     @property
     def running(self) -> bool:
@@ -115,6 +116,7 @@ class VagrantMachine:
         etcd rejoins with its data."""
         self.provider.call("up", self.name, provider=self.provider.provider_name)
         self._running = True
+        self.suspended = False
         self.provider.refresh_ssh(self)
 
     def stop(self) -> None:
@@ -130,10 +132,12 @@ class VagrantMachine:
     def pause(self) -> None:
         """``vagrant suspend NAME``."""
         self.provider.call("suspend", self.name)
+        self.suspended = True
 
     def resume(self) -> None:
         """``vagrant resume NAME``."""
         self.provider.call("resume", self.name)
+        self.suspended = False
 
     def logs(self, lines: int) -> str:
         """The last lines of etcd's journal on the machine (over SSH)."""
@@ -481,6 +485,22 @@ class VagrantDeployment:
         """Leave the VMs running (a kept cluster); ``vagrant destroy`` in the folder, or
         ``pytest --coreos-reap``, removes them."""
         self._closed = True
+
+    # -- reset: see pytest_coreos.providers.vagrant.reset ---------------------------------
+    def save_ready(self) -> None:
+        from pytest_coreos.providers.vagrant import reset
+
+        reset.save_ready(self)
+
+    def revive(self) -> list[str]:
+        from pytest_coreos.providers.vagrant import reset
+
+        return reset.revive(self)
+
+    def restore(self) -> None:
+        from pytest_coreos.providers.vagrant import reset
+
+        reset.restore(self)
 
 
 def _qemu_user() -> int | None:
