@@ -29,6 +29,10 @@ if TYPE_CHECKING:
     from pytest_coreos.providers.protocol import Deployment
 
 
+# The unit that runs fleetd on the machines, as on CoreOS.
+FLEET_UNIT = "fleet.service"
+
+
 class ClusterSession(Protocol):
     """What a cluster asks of the session that made it (the factory)."""
 
@@ -340,6 +344,7 @@ class Cluster:
                 self.deployment.restore()
                 self.remember({})  # its processes changed
                 self.last_reset = "restore"
+                self._restart_fleet()
             if disturbed or self.last_reset == "restore" or not self._all_healthy():
                 self.session.wait_ready(self, wait, fresh=False)
             self._remove_deployed([m for m in self.machines if m.name in restarted])
@@ -354,6 +359,26 @@ class Cluster:
             raise
         self.reset_failed = False
         self.timings["reset"] = time.perf_counter() - started
+
+    def _restart_fleet(self) -> None:
+        """fleetd keeps in memory what it last read from and wrote to etcd; once etcd's
+        data is back as it was at ready, fleetd starts again where it runs, and reads it
+        anew."""
+
+        def restart(machine: Machine) -> bool:
+            if machine.systemd.status(FLEET_UNIT).active_state not in ("active", "activating"):
+                return False
+            machine.systemd.try_restart(FLEET_UNIT)
+            return True
+
+        machines = [m for m in self.machines if m.systemd.available]
+        if not machines:
+            return
+        with ThreadPoolExecutor(len(machines), thread_name_prefix="coreos-reset") as pool:
+            restarted = [future.result() for future in [pool.submit(restart, m) for m in machines]]
+        if any(restarted):
+            # Back once fleet lists every machine again, as a fleet cluster is at ready.
+            self.fleet.wait_for_machines()
 
     def _all_healthy(self) -> bool:
         """Every member healthy, each asked at once over its own handle."""

@@ -260,6 +260,11 @@ class Systemd:
         """Stop the unit if it runs, then start it."""
         return self._job("restart", unit, timeout)
 
+    def try_restart(self, unit: str, *, timeout: float = JOB_TIMEOUT) -> None:
+        """Restart the unit if it runs; leave it alone if it does not."""
+        unit = unit_name(unit)
+        self._systemctl("try-restart", unit, unit=unit, timeout=timeout)
+
     def _job(self, verb: str, unit: str, timeout: float) -> UnitStatus:
         unit = unit_name(unit)
         self._systemctl(verb, unit, unit=unit, timeout=timeout)

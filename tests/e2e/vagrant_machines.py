@@ -5,7 +5,6 @@ outer run: its name is no ``test_*.py``; the inner run names it explicitly."""
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 import pytest
@@ -135,49 +134,3 @@ def test_commands_over_ssh_do_not_read_the_login_users_bashrc(coreos_cluster):
                 "if [ -e ~/.bashrc.before ]; then mv ~/.bashrc.before ~/.bashrc; "
                 "else rm ~/.bashrc; fi"
             )
-
-
-RESET_UNIT = "[Service]\nExecStart=/bin/sleep 3600\n"
-
-
-def test_a_reset_returns_the_vms_to_the_state_kept(coreos_cluster, capsys):
-    # The session's cluster was not booted resettable: cleared of what the tests before
-    # wrote, its state now is the one kept, as coreos_fresh_cluster keeps it at ready.
-    cluster = coreos_cluster
-    for key in cluster.etcd.ls("/"):
-        cluster.etcd.delete(key, recursive=True)
-    cluster.etcd.v3.delete_all()
-    for lease in cluster.etcd.v3.leases():
-        cluster.etcd.v3.revoke(lease)
-    cluster.save_ready()
-    members = sorted(member.id for member in cluster.etcd.members())
-    timings = {}
-
-    def reset(way):
-        started = time.perf_counter()
-        cluster.reset()
-        timings[way] = time.perf_counter() - started
-        assert cluster.last_reset == ("restore" if way == "restore" else "in place")
-        assert all(machine.running for machine in cluster)
-        assert sorted(member.id for member in cluster.etcd.members()) == members
-        assert cluster.etcd.ls("/") == []
-        assert cluster.etcd.v3.get_prefix("/") == {}
-        assert cluster.etcd.v3.leases() == []
-        cluster.wait_until_healthy(timeout=5)
-
-    cluster.etcd.set("/e2e-reset/key", "dirty")
-    cluster.etcd.v3.put("/e2e-reset/leased", "dirty", lease=cluster.etcd.v3.lease(600))
-    cluster.units.deploy("e2e-reset.service", RESET_UNIT)
-    reset("in place")
-    for machine in cluster:
-        assert machine.systemd.status("e2e-reset.service").load_state == "not-found"
-
-    cluster.etcd.set("/_e2e-reset/hidden", "dirty")  # only putting the data back finds it
-    reset("restore")
-    assert not cluster.etcd.exists("/_e2e-reset/hidden")
-
-    cluster.etcd.set("/e2e-reset/key", "dirty")
-    cluster["core-02"].pause()
-    reset("in place after suspend")
-    with capsys.disabled():
-        print("\nvagrant reset: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))

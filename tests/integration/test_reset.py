@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pytest_coreos import Cluster, ClusterFactory, EtcdKeyNotFoundError, ResetError
+from pytest_coreos import Cluster, ClusterFactory, EtcdKeyNotFoundError, FleetError, ResetError
 
 LAB = pytest.mark.needs_root("network namespaces")
 SHAPES = [
@@ -275,3 +275,30 @@ def test_each_xdist_worker_resets_a_cluster_of_its_own(
     assert all(len(workdirs) == 1 for workdirs in clusters.values()), "one cluster each"
     assert clusters["gw0"] != clusters["gw1"]
     assert_nothing_left(inner.path)
+
+
+@pytest.mark.needs_root
+def test_fleet_works_after_a_reset_puts_etcd_back(
+    coreos_cluster_factory: ClusterFactory, fleet_release: str
+) -> None:
+    # fleetd keeps in memory what it read from etcd: a restore starts it again.
+    with coreos_cluster_factory(
+        instances=3, resettable=True, provider="nspawn", fleet=fleet_release
+    ) as cluster:
+        cluster.fleet.wait_for_machines()
+        cluster.fleet.submit(("before-reset.service", UNIT))
+        cluster.fleet.start("before-reset.service")
+        cluster.reset()
+        assert cluster.last_reset == "restore"  # fleet's own keys are hidden ones
+        assert sorted(m.ip for m in cluster.fleet.list_machines()) == sorted(
+            m.public_ipv4 for m in cluster
+        )
+        assert all(row.unit != "before-reset.service" for row in cluster.fleet.list_units())
+        cluster.fleet.submit(("after-reset.service", UNIT))
+        cluster.fleet.start("after-reset.service")
+        rows = [row for row in cluster.fleet.list_units() if row.unit == "after-reset.service"]
+        assert [row.sub for row in rows] == ["running"], rows
+        # fleet still reports what the machines' systemd says: a failing unit is an error.
+        cluster.fleet.submit(("fails.service", "[Service]\nExecStart=/bin/false\n"))
+        with pytest.raises(FleetError, match=r"fails\.service"):
+            cluster.fleet.start("fails.service")
