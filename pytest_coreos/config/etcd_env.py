@@ -191,7 +191,7 @@ def etcd_environment(
         substituted, dropped = _translate_etcd04(substituted)
     env: dict[str, str] = {}
     for key, value in substituted.items():
-        text = _env_value(f"coreos.{name}.{key}", value)
+        text = environment_value(f"coreos.{name}.{key}", value)
         if text is not None:
             env["ETCD_" + key.upper().replace("-", "_")] = text
     return EtcdEnvironment(env=env, dropped=dropped)
@@ -205,7 +205,11 @@ def _substitute_all(value: Any, private_ipv4: str, public_ipv4: str) -> Any:
     return value
 
 
-def _env_value(where: str, value: Any) -> str | None:
+def environment_value(
+    where: str, value: Any, *, setting: str = "an environment variable"
+) -> str | None:
+    """A cloud-config value as coreos-cloudinit wrote it into a unit's environment (etcd's
+    and fleet's alike); a mapping or nested list is a ValueError naming ``where``."""
     # None and "" set nothing, as coreos-cloudinit skipped empty values.
     if value is None or value == "":
         return None
@@ -217,7 +221,7 @@ def _env_value(where: str, value: Any) -> str | None:
         isinstance(item, str | int | float) and not isinstance(item, bool) for item in value
     ):
         return ",".join(str(item) for item in value)
-    raise ValueError(f"{where}: a {_yaml_kind(value)} cannot be an environment variable")
+    raise ValueError(f"{where}: a {_yaml_kind(value)} cannot be {setting}")
 
 
 def _translate_etcd04(section: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pytest_coreos.config.etcd_env import environment_value
 from pytest_coreos.errors import UserDataError
 
 # Every key coreos-cloudinit accepted in ``coreos.fleet`` (config/fleet.go), plus fleetd
@@ -119,18 +120,7 @@ def check_fleet_section(coreos: Mapping[str, Any], path: Path | str) -> None:
 
 
 def _value_text(where: str, value: Any) -> str | None:
-    # None and "" set nothing, as coreos-cloudinit skipped empty values.
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float | str):
-        return str(value)
-    if isinstance(value, list) and all(
-        isinstance(item, str | int | float) and not isinstance(item, bool) for item in value
-    ):
-        return ",".join(str(item) for item in value)
-    raise ValueError(f"{where}: a {type(value).__name__} cannot be a fleet setting")
+    return environment_value(where, value, setting="a fleet setting")
 
 
 def _substitute(text: str, private_ipv4: str, public_ipv4: str) -> str:
