@@ -54,6 +54,7 @@ from pytest_coreos.providers.vagrant.addresses import (
     claim_exact,
     release_addresses,
 )
+from pytest_coreos.providers.vagrant.box import prune_stand_in_versions
 from pytest_coreos.providers.vagrant.files import checkout_addresses, prepare_directory
 from pytest_coreos.providers.vagrant.libvirt import (
     _network_connections,
@@ -267,6 +268,7 @@ class VagrantDeployment:
                 box=self._stand_in_box() if spec.box == STAND_IN_BOX else None,
             )
         )
+        self._prepare_box()
         fleet = None if spec.fleet is None else fleet_release.prepare(spec.fleet)
         for name in names:
             generate_ed25519_key(self._host_key_path(name), comment=name)
@@ -291,28 +293,47 @@ class VagrantDeployment:
         context = self.context
         return str(builder.build("box", context.paths.image_log, context.progress))
 
-    def _fw_cfg_file(self, name: str, written: Path) -> Path:
-        """The copy of machine ``name``'s Ignition config that QEMU reads for ``-fw_cfg``.
+    def _prepare_box(self) -> None:
+        """A box file's kernel and initrd (copied into the cluster's folder) are given to
+        QEMU's user like the Ignition files; stand-in builds other than this one are
+        removed from Vagrant's boxes, so that a version constraint picks this one."""
+        settings = json.loads((self.directory / SETTINGS_FILE).read_text())
+        for key in ("kernel", "initrd"):
+            if settings.get(key):
+                self._give_to_qemu(Path(settings[key]))
+        added = settings.get("box_added_version")
+        if added:
+            home = Path(os.environ.get("VAGRANT_HOME") or Path.home() / ".vagrant.d")
+            for removed in prune_stand_in_versions(home, settings["box"], added):
+                self.notices.append(f"removed an older stand-in box from Vagrant: {removed}")
 
-        libvirt's system daemon runs QEMU as its own user (Debian: ``libvirt-qemu``), which
-        relabels disks and kernels but not files named on QEMU's command line: the copy is
-        given to that user (read-only), and the folders above it let it pass (``o+x``, no
-        listing)."""
+    def _fw_cfg_file(self, name: str, written: Path) -> Path:
+        """The copy of machine ``name``'s Ignition config that QEMU reads for ``-fw_cfg``
+        (see :meth:`_give_to_qemu`)."""
         directory = self.directory / "fw_cfg"
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = directory / f"{name}.ign"
         path.write_bytes(written.read_bytes())
         path.chmod(0o400)
+        self._give_to_qemu(path)
+        return path
+
+    def _give_to_qemu(self, path: Path) -> None:
+        """Let libvirt's QEMU user read ``path``, a file of this cluster's folder.
+
+        libvirt's system daemon runs QEMU as its own user (Debian: ``libvirt-qemu``), which
+        must be able to reach the files QEMU opens (a kernel, an initrd, a file named on its
+        command line) whatever the home they come from: the file is given to that user
+        (read-only), and the folders above it let it pass (``o+x``, no listing)."""
         qemu_user = _qemu_user()
         if os.geteuid() == 0 and qemu_user is not None:
             os.chown(path, qemu_user, -1)
-            for folder in (directory, *directory.parents):
+            for folder in path.parents:
                 if folder.stat().st_uid != 0 or folder == Path(folder.anchor):
                     break
                 folder.chmod(folder.stat().st_mode | 0o001)
                 if folder == self.context.workdir.parent:
                     break  # the session's folder: nothing above it is the plugin's
-        return path
 
     def _host_key_path(self, name: str) -> Path:
         path = self.directory / "machines" / name / "ssh_host_ed25519_key"
