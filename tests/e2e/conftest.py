@@ -357,9 +357,11 @@ class Lab:
 def open_lab() -> Iterator[Lab]:
     """A lab, torn down whole when the block ends, however it ends."""
     namespace = Namespace(f"pytest-coreos-e2e-{secrets.token_hex(3)}")
-    vagrant_home = Path(tempfile.mkdtemp(prefix="pytest-coreos-e2e-vagrant-", dir="/var/tmp"))
-    # QEMU runs as libvirt-qemu and reads the box's kernel from here.
-    vagrant_home.chmod(0o755)
+    # A home as Debian's adduser makes it (mode 0700), Vagrant's folder inside: libvirt's
+    # QEMU user cannot enter it, as on a user's machine.
+    home = Path(tempfile.mkdtemp(prefix="pytest-coreos-e2e-home-", dir="/var/tmp"))
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    vagrant_home = home / ".vagrant.d"
     lab = Lab(namespace, vagrant_home)
     try:
         with contextlib.ExitStack() as cleanup:
@@ -379,7 +381,7 @@ def open_lab() -> Iterator[Lab]:
             lab.networks_before = set(namespace.names("net-list"))
             yield lab
     finally:
-        shutil.rmtree(vagrant_home, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def assert_lab_gone(lab: Lab) -> None:
