@@ -30,6 +30,7 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterator, Mapping, Sequence
@@ -169,6 +170,7 @@ class VagrantDeployment:
         self.timings: dict[str, float] = {}
         self._closed = False
         self._up_started = record is not None  # whether any VM may exist
+        self._early_ssh_config: str | None = None
         self._uri = libvirt_uri(spec) if self.provider_name == "libvirt" else LIBVIRT_URI
         if record is None:
             check_ignition_support(spec)
@@ -356,6 +358,7 @@ class VagrantDeployment:
             # next run reaps what it made, by name.
             argv = [setpriv, "--pdeathsig", "KILL", "--", *argv]
         progress = Progress()
+        early = _EarlySSHConfig(self)
         started = time.monotonic()
         self.context.progress(
             f"vagrant up: {len(self.machines)} machine(s), log in {self.log_path}"
@@ -383,10 +386,13 @@ class VagrantDeployment:
                         step = progress.feed(line)
                         if step is not None:
                             self.context.progress(step)
+                            early.maybe_start(progress.steps)
                     status = process.wait()
                 except BaseException:
                     _stop_vagrant(process)
                     raise
+                finally:
+                    self._early_ssh_config = early.result()
         self.timings["up"] = time.monotonic() - started
         if status != 0:
             error = VagrantError(
@@ -397,8 +403,12 @@ class VagrantDeployment:
         self.context.progress(f"vagrant up finished in {self.timings['up']:.1f}s")
 
     def handles(self) -> list[MachineDescription]:
-        """Every machine with its SSH handle, from ``vagrant ssh-config``."""
-        configs = parse_ssh_config(self._ssh_config())
+        """Every machine with its SSH handle, from ``vagrant ssh-config`` (taken while the
+        provisioners ran, where it could be)."""
+        early, self._early_ssh_config = self._early_ssh_config, None
+        configs = parse_ssh_config(early) if early is not None else {}
+        if any(machine.name not in configs for machine in self.machines):
+            configs = parse_ssh_config(self._ssh_config())
         handles = []
         for machine, address in zip(self.machines, self.addresses, strict=True):
             config = configs.get(machine.name)
@@ -502,6 +512,41 @@ class VagrantDeployment:
         """Leave the VMs running (a kept cluster); ``vagrant destroy`` in the folder, or
         ``pytest --coreos-reap``, removes them."""
         self._closed = True
+
+
+# Steps after which a machine's SSH address is known and stays: Vagrant logged in.
+_BOOTED_STEPS = ("booted", "setting the hostname", "configuring the network", "provisioning")
+
+
+class _EarlySSHConfig:
+    """``vagrant ssh-config`` run in a thread once every machine has booted, while
+    ``vagrant up`` still provisions: its few seconds of Ruby then cost the boot nothing.
+    (It takes no machine lock, so it runs beside ``up``.)"""
+
+    def __init__(self, deployment: VagrantDeployment) -> None:
+        self._deployment = deployment
+        self._thread: threading.Thread | None = None
+        self._text: str | None = None
+
+    def maybe_start(self, steps: Mapping[str, str]) -> None:
+        names = [machine.name for machine in self._deployment.machines]
+        if self._thread is not None or not names:
+            return
+        if all(steps.get(name, "").startswith(_BOOTED_STEPS) for name in names):
+            self._thread = threading.Thread(target=self._run, name="vagrant-ssh-config")
+            self._thread.daemon = True
+            self._thread.start()
+
+    def _run(self) -> None:
+        with contextlib.suppress(CoreOSError, OSError):
+            self._text = self._deployment._ssh_config()
+
+    def result(self) -> str | None:
+        """Its output, or None (not started, or failed: ``handles`` asks again)."""
+        if self._thread is None:
+            return None
+        self._thread.join(timeout=60)
+        return self._text
 
 
 def _qemu_user() -> int | None:
