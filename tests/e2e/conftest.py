@@ -28,6 +28,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 USER_DATA = Path(__file__).resolve().parent / "data" / "user-data"
 URI = "qemu:///system"
+# The stand-in box's image in libvirt's pool, as vagrant-libvirt names it: the box is added
+# as coreos-<channel> at version 1000.N.0 (pytest_coreos.providers.vagrant.box).
+STAND_IN_BOX_VOLUME = re.compile(r"^coreos-[a-z]+_vagrant_box_image_1000\.\d+\.0_")
 INNER_TIMEOUT = 45 * 60
 NEEDED = {
     "vagrant": "vagrant",
@@ -297,7 +300,7 @@ def clean_libvirt(namespace: Namespace, pool_existed: bool) -> None:
         namespace.virsh("pool-refresh", "default", check=False)
         for line in namespace.virsh("vol-list", "default", check=False).splitlines():
             volume = line.split()[0] if line.split() else ""
-            if volume.startswith("pytest-coreos-"):
+            if volume.startswith("pytest-coreos-") or STAND_IN_BOX_VOLUME.match(volume):
                 namespace.virsh("vol-delete", volume, "--pool", "default", check=False)
         if not pool_existed:
             namespace.virsh("pool-destroy", "default", check=False)
