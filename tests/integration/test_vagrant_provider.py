@@ -685,6 +685,13 @@ def test_the_agent_plans_vagrants_hostname_and_network_configs() -> None:
     }
     assert networks.addresses == [("eth1", "172.17.8.101/24")]
     assert list(networks.network_units) == [Path("/etc/systemd/network/50-vagrant1.network")]
+    # and again at the next boot (ifupdown), before the agent starts etcd on the address
+    stanza = networks.interfaces[Path("/etc/network/interfaces.d/vagrant-50-vagrant1")]
+    assert stanza.splitlines()[1:] == [
+        "auto eth1",
+        "iface eth1 inet static",
+        "    address 172.17.8.101/24",
+    ]
     assert networks.notes == []
     # $public_ipv4 is then the private address, never the loopback Vagrant wrote
     environment = agent.read_environment(networks.files[Path("/etc/environment")][0].decode())

@@ -78,6 +78,7 @@ IGNITION_SOURCES = (
 )
 HOSTNAME_FILE = Path("/etc/hostname")
 SUDOERS = Path("/etc/sudoers.d")
+INTERFACES_D = Path("/etc/network/interfaces.d")
 NETWORK_UNIT_NAME = re.compile(r"^[A-Za-z0-9:_.@-]+\.network$")
 _USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
@@ -604,6 +605,7 @@ class GuestPlan:
     hostname: str | None = None
     files: dict[Path, tuple[bytes, int]] = field(default_factory=dict)
     network_units: dict[Path, str] = field(default_factory=dict)
+    interfaces: dict[Path, str] = field(default_factory=dict)  # ifupdown stanzas, for boot
     addresses: list[tuple[str, str]] = field(default_factory=list)  # (device, address/prefix)
     notes: list[str] = field(default_factory=list)
 
@@ -636,8 +638,9 @@ def plan_guest_config(data: Mapping[str, Any]) -> GuestPlan:
     networks, ``/etc/environment``): the hostname, ``write_files`` and networkd units.
 
     The box has no systemd-networkd running (ifupdown keeps the management interface), so
-    a ``.network`` unit is written for the record and its static addresses are set at once
-    with ``ip``: the same result, without starting a network daemon on every machine.
+    a ``.network`` unit is written for the record, its static addresses are set at once
+    with ``ip`` and written as an ifupdown stanza, which sets them at the next boot: the
+    same result, without starting a network daemon on every machine.
     """
     todo = GuestPlan()
     hostname = data.get("hostname")
@@ -670,6 +673,15 @@ def plan_guest_config(data: Mapping[str, Any]) -> GuestPlan:
             todo.notes.append(f"coreos.units: {name} names no [Match] Name=, not applied")
             continue
         todo.addresses += [(device, address) for address in addresses]
+        if addresses and not runtime:
+            # ifupdown (the box's network at boot) sets them again after a restart, before
+            # the agent starts etcd on them; Vagrant's guest comes later, once SSH is up.
+            stanza = [f"auto {device}", f"iface {device} inet static"]
+            stanza += [f"    address {address}" for address in addresses[:1]]
+            stanza += [f"    up ip addr add {address} dev {device}" for address in addresses[1:]]
+            todo.interfaces[INTERFACES_D / f"vagrant-{name.removesuffix('.network')}"] = (
+                "# Written by coreos-agent from Vagrant's " + name + "\n" + "\n".join(stanza) + "\n"
+            )
         if dhcp:
             todo.notes.append(f"coreos.units: {name} asks for DHCP on {device}, not applied")
     todo.notes += [
@@ -688,7 +700,7 @@ def apply_guest_config(text: str, source: Path) -> dict[str, Any]:
         _set_hostname(todo.hostname)
     for path, (data, mode) in todo.files.items():
         _write_file(path, data, mode)
-    for path, content in todo.network_units.items():
+    for path, content in {**todo.network_units, **todo.interfaces}.items():
         _write_file(path, content.encode(), 0o644)
     for device, address in todo.addresses:
         for argv in (
