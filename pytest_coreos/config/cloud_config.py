@@ -160,6 +160,23 @@ def parse_user_data(text: str, path: Path | str) -> dict[str, Any]:
     string ``"off"``), as coreos-cloudinit read them; keys outside the etcd section are
     accepted as they are.
     """
+    data = parse_cloud_config(text, path)
+    coreos = data.get("coreos")
+    if not isinstance(coreos, dict):
+        problem = "has no coreos section" if coreos is None else "coreos is not a mapping"
+        raise UserDataError(
+            path,
+            problem,
+            "add a coreos.etcd2 section, or coreos.etcd for etcd 0.4 keys, so that etcd starts",
+        )
+    _check_etcd_section(coreos, path)
+    fleet_env.check_fleet_section(coreos, path)
+    return data
+
+
+def parse_cloud_config(text: str, path: Path | str) -> dict[str, Any]:
+    """Parse any cloud-config text (the ``#cloud-config`` line, then a YAML mapping), such
+    as the small ones Vagrant's CoreOS guest sends to set the hostname and networks."""
     if not text.strip():
         raise UserDataError(path, "the file is empty")
     first_line = text.split("\n", 1)[0]
@@ -186,16 +203,6 @@ def parse_user_data(text: str, path: Path | str) -> dict[str, Any]:
         raise UserDataError(
             path, f"the document is a {_yaml_kind(data)}, not a mapping of cloud-config keys"
         )
-    coreos = data.get("coreos")
-    if not isinstance(coreos, dict):
-        problem = "has no coreos section" if coreos is None else "coreos is not a mapping"
-        raise UserDataError(
-            path,
-            problem,
-            "add a coreos.etcd2 section, or coreos.etcd for etcd 0.4 keys, so that etcd starts",
-        )
-    _check_etcd_section(coreos, path)
-    fleet_env.check_fleet_section(coreos, path)
     return data
 
 

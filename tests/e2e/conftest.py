@@ -28,6 +28,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 USER_DATA = Path(__file__).resolve().parent / "data" / "user-data"
 URI = "qemu:///system"
+# The stand-in box's image in libvirt's pool, as vagrant-libvirt names it: the box is added
+# as coreos-<channel> at version 1000.N.0 (pytest_coreos.providers.vagrant.box).
+STAND_IN_BOX_VOLUME = re.compile(r"^coreos-[a-z]+_vagrant_box_image_1000\.\d+\.0_")
 INNER_TIMEOUT = 45 * 60
 NEEDED = {
     "vagrant": "vagrant",
@@ -297,7 +300,7 @@ def clean_libvirt(namespace: Namespace, pool_existed: bool) -> None:
         namespace.virsh("pool-refresh", "default", check=False)
         for line in namespace.virsh("vol-list", "default", check=False).splitlines():
             volume = line.split()[0] if line.split() else ""
-            if volume.startswith("pytest-coreos-"):
+            if volume.startswith("pytest-coreos-") or STAND_IN_BOX_VOLUME.match(volume):
                 namespace.virsh("vol-delete", volume, "--pool", "default", check=False)
         if not pool_existed:
             namespace.virsh("pool-destroy", "default", check=False)
@@ -357,9 +360,11 @@ class Lab:
 def open_lab() -> Iterator[Lab]:
     """A lab, torn down whole when the block ends, however it ends."""
     namespace = Namespace(f"pytest-coreos-e2e-{secrets.token_hex(3)}")
-    vagrant_home = Path(tempfile.mkdtemp(prefix="pytest-coreos-e2e-vagrant-", dir="/var/tmp"))
-    # QEMU runs as libvirt-qemu and reads the box's kernel from here.
-    vagrant_home.chmod(0o755)
+    # A home as Debian's adduser makes it (mode 0700), Vagrant's folder inside: libvirt's
+    # QEMU user cannot enter it, as on a user's machine.
+    home = Path(tempfile.mkdtemp(prefix="pytest-coreos-e2e-home-", dir="/var/tmp"))
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    vagrant_home = home / ".vagrant.d"
     lab = Lab(namespace, vagrant_home)
     try:
         with contextlib.ExitStack() as cleanup:
@@ -379,7 +384,7 @@ def open_lab() -> Iterator[Lab]:
             lab.networks_before = set(namespace.names("net-list"))
             yield lab
     finally:
-        shutil.rmtree(vagrant_home, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def assert_lab_gone(lab: Lab) -> None:

@@ -7,11 +7,13 @@ stand-in box's agent, whose decisions are pure functions. The VMs themselves boo
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,7 @@ from pytest_coreos.image import builder
 from pytest_coreos.image.agent import coreos_agent as agent
 from pytest_coreos.options import ClusterSpec
 from pytest_coreos.providers.vagrant import VagrantProvider, addresses, files, libvirt, machines
+from pytest_coreos.providers.vagrant import box as vagrant_box
 from pytest_coreos.providers.vagrant import settings as vagrant_settings
 from pytest_coreos.providers.vagrant.output import parse_status
 
@@ -65,6 +68,27 @@ def _prepare(directory: Path, spec: ClusterSpec, **changes: object) -> list[str]
     return files.prepare_directory(directory, **options)  # type: ignore[arg-type]
 
 
+def _box_file(path: Path, **metadata: object) -> Path:
+    """A small ``.box`` of the stand-in's layout: metadata, a disk, a kernel and an initrd."""
+    contents = {
+        "metadata.json": json.dumps(
+            {"provider": "libvirt", "format": "qcow2", "virtual_size": 4}
+            | {"pytest_coreos_build": "0123456789abcdef"}
+            | metadata
+        ).encode(),
+        "Vagrantfile": b'Vagrant.configure("2") { |config| }\n',
+        "box.img": b"disk" * 1024,
+        "vmlinuz": b"kernel",
+        "initrd.img": b"initrd",
+    }
+    with tarfile.open(path, "w") as archive:
+        for name, data in contents.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return path
+
+
 def _status(directory: Path, env: dict[str, str]) -> dict[str, str]:
     done = subprocess.run(
         ["vagrant", "status", "--machine-readable"],
@@ -100,12 +124,13 @@ def test_the_plugins_folder_holds_vagrantfile_config_user_data_and_settings(
     tmp_path: Path,
 ) -> None:
     directory = tmp_path / "vagrant"
-    box = tmp_path / "stand-in.box"
-    box.write_bytes(b"not opened here")
+    box = _box_file(tmp_path / "stand-in.box")
     spec = ClusterSpec(provider="vagrant", instances=3, channel="beta", box=str(box))
     assert _prepare(directory, spec) == []
     assert sorted(p.name for p in directory.iterdir()) == [
         "Vagrantfile",
+        "boot",
+        "box-metadata.json",
         "config.rb",
         "pytest-coreos.json",
         "pytest-coreos.rb",
@@ -121,8 +146,21 @@ def test_the_plugins_folder_holds_vagrantfile_config_user_data_and_settings(
     settings = json.loads((directory / "pytest-coreos.json").read_text())
     assert settings["machines"] == MACHINES
     assert settings["name_prefix"] == "pytest-coreos-0123abcd-1-"
-    assert settings["box"] == "pytest-coreos-stand-in"
-    assert settings["box_url"] == box.resolve().as_uri()
+    # named as CoreOS's boxes were, through a metadata file of its own
+    version = f"1000.{int('0123456789abcdef'[:7], 16)}.0"
+    assert settings["box"] == "coreos-beta"
+    assert settings["box_version"] == version
+    assert settings["box_url"] == (directory / "box-metadata.json").as_uri()
+    metadata = json.loads((directory / "box-metadata.json").read_text())
+    assert metadata["name"] == "coreos-beta"
+    assert metadata["versions"] == [
+        {"version": version, "providers": [{"name": "libvirt", "url": box.resolve().as_uri()}]}
+    ]
+    # its kernel and initrd, out of the box file, where QEMU's user may read them
+    assert settings["kernel"] == str(directory / "boot" / "vmlinuz")
+    assert settings["initrd"] == str(directory / "boot" / "initrd.img")
+    assert (directory / "boot" / "vmlinuz").read_bytes() == b"kernel"
+    assert (directory / "boot" / "vmlinuz").stat().st_mode & 0o777 == 0o444
     user_data = cloud_config.parse_user_data((directory / "user-data").read_text(), "user-data")
     assert user_data["coreos"]["etcd"]["discovery"].startswith("http://172.17.8.1:8087/")
 
@@ -255,6 +293,38 @@ def test_box_option_is_a_name_or_a_box_file(tmp_path: Path) -> None:
     assert vagrant_settings.box_settings("coreos-stable") == {"box": "coreos-stable"}
     with pytest.raises(ConfigError, match="not a file"):
         vagrant_settings.box_settings(str(tmp_path / "missing.box"))
+    box = _box_file(tmp_path / "mine.box")
+    assert vagrant_settings.box_settings(str(box)) == {"box_file": str(box.resolve())}
+
+
+def test_a_box_file_is_added_under_the_version_config_rb_names(tmp_path: Path) -> None:
+    box = vagrant_box.read_box_file(_box_file(tmp_path / "stand-in.box"))
+    assert vagrant_box.box_version(box, "1122.2.0") == "1122.2.0"
+    assert vagrant_box.box_version(box, "current") == vagrant_box.box_version(box)
+    with pytest.raises(ConfigError, match="image_version"):
+        vagrant_box.box_version(box, "latest; rm -rf /")
+    # a box file of another origin: a version of its own all the same, above 308.0.1
+    other = vagrant_box.read_box_file(_box_file(tmp_path / "other.box", pytest_coreos_build=None))
+    assert other.build is None
+    assert vagrant_box.box_version(other).startswith("1000.")
+
+
+def test_a_non_box_file_is_a_usage_error(tmp_path: Path) -> None:
+    not_a_box = tmp_path / "notes.box"
+    not_a_box.write_text("not a tar")
+    with pytest.raises(ConfigError, match=r"--coreos-box.*not a readable Vagrant box"):
+        vagrant_box.read_box_file(not_a_box)
+
+
+def test_older_stand_in_builds_leave_vagrants_boxes_and_others_stay(tmp_path: Path) -> None:
+    folder = tmp_path / "boxes" / "coreos-stable"
+    for version, build in (("1000.1.0", "aaaa"), ("1000.2.0", "bbbb"), ("1122.2.0", None)):
+        (folder / version / "libvirt").mkdir(parents=True)
+        metadata = {"provider": "libvirt"} | ({"pytest_coreos_build": build} if build else {})
+        (folder / version / "libvirt" / "metadata.json").write_text(json.dumps(metadata))
+    removed = vagrant_box.prune_stand_in_versions(tmp_path, "coreos-stable", "1000.2.0")
+    assert removed == ["coreos-stable 1000.1.0"]
+    assert sorted(path.name for path in folder.iterdir()) == ["1000.2.0", "1122.2.0"]
 
 
 def test_clusters_of_one_session_get_addresses_of_their_own() -> None:
@@ -544,3 +614,102 @@ def test_a_failed_vagrant_up_says_why_with_the_log_and_cleans_up(
     vms.close()
     vms.close()  # twice is fine
     assert not addresses.addresses_in_use("172.17.8")
+
+
+def test_vagrant_adds_a_box_file_from_its_metadata_under_a_checkouts_constraint(
+    tmp_path: Path, vagrant_env: dict[str, str]
+) -> None:
+    # The 2014 checkout of the e2e test: box_version ">= 308.0.1" and a box_url of CoreOS's.
+    checkout = REPO / "tests" / "e2e" / "data" / "checkout-2014"
+    box = _box_file(tmp_path / "stand-in.box")
+    directory = tmp_path / "cluster-1" / "vagrant"
+    spec = ClusterSpec(provider="vagrant", instances=3, vagrant_dir=checkout, box=str(box))
+    _prepare(directory, spec)
+    settings = json.loads((directory / "pytest-coreos.json").read_text())
+    assert "box_version" not in settings  # the checkout's own constraint decides
+    validated = vagrant.Vagrant(root=str(directory), env=vagrant_env).validate(str(directory))
+    assert b"validated successfully" in validated.stdout
+    added = subprocess.run(
+        ["vagrant", "box", "add", "--box-version", ">= 308.0.1", settings["box_url"]],
+        cwd=directory,
+        env=vagrant_env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert added.returncode == 0, added.stdout + added.stderr
+    listed = subprocess.run(
+        ["vagrant", "box", "list"], env=vagrant_env, capture_output=True, text=True, check=True
+    )
+    assert f"coreos-stable (libvirt, {settings['box_added_version']})" in listed.stdout
+
+
+# Vagrant 2.3.4's CoreOS guest: the cloud-configs it sends for config.vm.hostname and a
+# private network (plugins/guests/coreos/cap/*.rb), as it writes them.
+VAGRANT_HOSTNAME_CONFIG = "#cloud-config\n---\nhostname: core-01\n"
+VAGRANT_NETWORKS_CONFIG = """#cloud-config
+---
+write_files:
+- path: "/etc/environment"
+  content: |-
+    COREOS_PUBLIC_IPV4=127.0.0.1
+    COREOS_PRIVATE_IPV4=172.17.8.101
+coreos:
+  units:
+  - name: 50-vagrant1.network
+    runtime: 'no'
+    content: |-
+      [Match]
+      Name=eth1
+      [Network]
+      Address=172.17.8.101/24
+"""
+
+
+def test_the_agent_plans_vagrants_hostname_and_network_configs() -> None:
+    hostname = agent.plan_guest_config(
+        cloud_config.parse_cloud_config(VAGRANT_HOSTNAME_CONFIG, "hostname.yml")
+    )
+    assert hostname.hostname == "core-01"
+    assert (hostname.files, hostname.addresses, hostname.notes) == ({}, [], [])
+    networks = agent.plan_guest_config(
+        cloud_config.parse_cloud_config(VAGRANT_NETWORKS_CONFIG, "networks.yml")
+    )
+    assert networks.hostname is None
+    assert networks.files == {
+        Path("/etc/environment"): (
+            b"COREOS_PUBLIC_IPV4=127.0.0.1\nCOREOS_PRIVATE_IPV4=172.17.8.101",
+            0o644,
+        )
+    }
+    assert networks.addresses == [("eth1", "172.17.8.101/24")]
+    assert list(networks.network_units) == [Path("/etc/systemd/network/50-vagrant1.network")]
+    # and again at the next boot (ifupdown), before the agent starts etcd on the address
+    stanza = networks.interfaces[Path("/etc/network/interfaces.d/vagrant-50-vagrant1")]
+    assert stanza.splitlines()[1:] == [
+        "auto eth1",
+        "iface eth1 inet static",
+        "    address 172.17.8.101/24",
+    ]
+    assert networks.notes == []
+    # $public_ipv4 is then the private address, never the loopback Vagrant wrote
+    environment = agent.read_environment(networks.files[Path("/etc/environment")][0].decode())
+    assert agent.choose_public_address(environment, "172.17.8.101") == "172.17.8.101"
+
+
+def test_the_agent_reports_what_of_vagrants_configs_it_does_not_apply() -> None:
+    config = cloud_config.parse_cloud_config(
+        "#cloud-config\nusers: [core]\ncoreos:\n  units:\n"
+        '  - {name: 50-dhcp.network, content: "[Match]\\nName=eth2\\n[Network]\\nDHCP=yes"}\n'
+        "  - {name: docker.service, command: start}\n",
+        "other.yml",
+    )
+    planned = agent.plan_guest_config(config)
+    assert planned.addresses == []
+    assert planned.notes == [
+        "coreos.units: 50-dhcp.network asks for DHCP on eth2, not applied",
+        "coreos.units: 'docker.service' is not a .network unit, not applied",
+        "users: not applied by the stand-in box",
+    ]
+    with pytest.raises(agent.AgentError, match="not absolute"):
+        agent.plan_guest_config({"write_files": [{"path": "etc/x", "content": ""}]})

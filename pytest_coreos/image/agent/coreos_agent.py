@@ -38,6 +38,7 @@ The functions that decide what to do are pure, so the plugin's tests run them on
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import ipaddress
 import json
@@ -77,6 +78,8 @@ IGNITION_SOURCES = (
 )
 HOSTNAME_FILE = Path("/etc/hostname")
 SUDOERS = Path("/etc/sudoers.d")
+INTERFACES_D = Path("/etc/network/interfaces.d")
+NETWORK_UNIT_NAME = re.compile(r"^[A-Za-z0-9:_.@-]+\.network$")
 _USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
 # etcd 3.4 serves the v2 API (what CoreOS's etcd and etcd2 spoke, and what the plugin's
@@ -165,8 +168,13 @@ def choose_private_address(
 
 def choose_public_address(environment: Mapping[str, str], private: str) -> str:
     """``$public_ipv4``: ``COREOS_PUBLIC_IPV4`` where given, else the private address
-    (coreos-vagrant's machines had no other)."""
-    return environment.get("COREOS_PUBLIC_IPV4") or private
+    (coreos-vagrant's machines had no other). A loopback address is not given: Vagrant's
+    CoreOS guest writes 127.0.0.1 for a machine without a public network."""
+    given = environment.get("COREOS_PUBLIC_IPV4", "")
+    with contextlib.suppress(ValueError):
+        if ipaddress.IPv4Address(given).is_loopback:
+            given = ""
+    return given or private
 
 
 # --- what to write and run ------------------------------------------------------------------
@@ -587,7 +595,165 @@ def apply(text: str) -> dict[str, Any]:
     }
 
 
+# --- the cloud-configs of Vagrant's CoreOS guest ---------------------------------------------
+
+
+@dataclass
+class GuestPlan:
+    """What one of Vagrant's small cloud-configs asks for."""
+
+    hostname: str | None = None
+    files: dict[Path, tuple[bytes, int]] = field(default_factory=dict)
+    network_units: dict[Path, str] = field(default_factory=dict)
+    interfaces: dict[Path, str] = field(default_factory=dict)  # ifupdown stanzas, for boot
+    addresses: list[tuple[str, str]] = field(default_factory=list)  # (device, address/prefix)
+    notes: list[str] = field(default_factory=list)
+
+
+def network_unit_addresses(content: str) -> tuple[str | None, list[str], bool]:
+    """A systemd-networkd ``.network`` unit's ``[Match] Name=``, its ``[Network]
+    Address=`` values and whether it asks for DHCP."""
+    section = ""
+    device: str | None = None
+    addresses: list[str] = []
+    dhcp = False
+    for raw in content.splitlines():
+        line = raw.strip()
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+            continue
+        key, _, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if section == "Match" and key == "Name":
+            device = value
+        elif section == "Network" and key == "Address":
+            addresses.append(value)
+        elif section == "Network" and key == "DHCP":
+            dhcp = value.lower() in ("yes", "true", "ipv4", "both")
+    return device, addresses, dhcp
+
+
+def plan_guest_config(data: Mapping[str, Any]) -> GuestPlan:
+    """Plan a cloud-config of Vagrant's CoreOS guest (``config.vm.hostname``, private
+    networks, ``/etc/environment``): the hostname, ``write_files`` and networkd units.
+
+    The box has no systemd-networkd running (ifupdown keeps the management interface), so
+    a ``.network`` unit is written for the record, its static addresses are set at once
+    with ``ip`` and written as an ifupdown stanza, which sets them at the next boot: the
+    same result, without starting a network daemon on every machine.
+    """
+    todo = GuestPlan()
+    hostname = data.get("hostname")
+    if hostname is not None:
+        todo.hostname = str(hostname)
+    for index, entry in enumerate(_list(data.get("write_files", []), "write_files")):
+        entry = _mapping(entry, f"write_files[{index}]")
+        path = Path(str(entry.get("path", "")))
+        if not path.is_absolute():
+            raise AgentError(f"write_files[{index}]: path {str(path)!r} is not absolute")
+        mode = int(str(entry.get("permissions", "0644")), 8)
+        todo.files[path] = (str(entry.get("content", "")).encode(), mode)
+        todo.notes += [
+            f"{key}: not applied"
+            for key in _others(entry, {"path", "content", "permissions"}, f"write_files[{index}].")
+        ]
+    coreos = _mapping(data.get("coreos", {}), "coreos")
+    for index, unit in enumerate(_list(coreos.get("units", []), "coreos.units")):
+        unit = _mapping(unit, f"coreos.units[{index}]")
+        name = str(unit.get("name", ""))
+        if not NETWORK_UNIT_NAME.fullmatch(name):
+            todo.notes.append(f"coreos.units: {name!r} is not a .network unit, not applied")
+            continue
+        content = str(unit.get("content", ""))
+        runtime = str(unit.get("runtime", "no")).lower() in ("yes", "true")
+        folder = Path("/run/systemd/network" if runtime else "/etc/systemd/network")
+        todo.network_units[folder / name] = content
+        device, addresses, dhcp = network_unit_addresses(content)
+        if device is None:
+            todo.notes.append(f"coreos.units: {name} names no [Match] Name=, not applied")
+            continue
+        todo.addresses += [(device, address) for address in addresses]
+        if addresses and not runtime:
+            # ifupdown (the box's network at boot) sets them again after a restart, before
+            # the agent starts etcd on them; Vagrant's guest comes later, once SSH is up.
+            stanza = [f"auto {device}", f"iface {device} inet static"]
+            stanza += [f"    address {address}" for address in addresses[:1]]
+            stanza += [f"    up ip addr add {address} dev {device}" for address in addresses[1:]]
+            todo.interfaces[INTERFACES_D / f"vagrant-{name.removesuffix('.network')}"] = (
+                "# Written by coreos-agent from Vagrant's " + name + "\n" + "\n".join(stanza) + "\n"
+            )
+        if dhcp:
+            todo.notes.append(f"coreos.units: {name} asks for DHCP on {device}, not applied")
+    todo.notes += [
+        f"{key}: not applied by the stand-in box"
+        for key in data
+        if key not in ("hostname", "write_files", "coreos")
+    ]
+    return todo
+
+
+def apply_guest_config(text: str, source: Path) -> dict[str, Any]:
+    """Apply one of Vagrant's cloud-configs (``system-cloudinit@.service``)."""
+    todo = plan_guest_config(cloud_config.parse_cloud_config(text, source))
+    failures: list[str] = []
+    if todo.hostname is not None:
+        _set_hostname(todo.hostname)
+    for path, (data, mode) in todo.files.items():
+        _write_file(path, data, mode)
+    for path, content in {**todo.network_units, **todo.interfaces}.items():
+        _write_file(path, content.encode(), 0o644)
+    for device, address in todo.addresses:
+        for argv in (
+            ["ip", "link", "set", device, "up"],
+            ["ip", "addr", "replace", address, "dev", device],
+        ):
+            done = _run(argv)
+            if done.returncode != 0:
+                failures.append(f"{' '.join(argv)}: {done.stderr.strip()}")
+    return {
+        "source": str(source),
+        "hostname": todo.hostname,
+        "files": sorted(str(path) for path in todo.files),
+        "addresses": [f"{device} {address}" for device, address in todo.addresses],
+        "notes": todo.notes,
+        "failures": failures,
+    }
+
+
+def _set_hostname(name: str) -> None:
+    """The hostname now and after a reboot, and ``127.0.1.1`` in ``/etc/hosts``."""
+    _write_file(HOSTNAME_FILE, f"{name}\n".encode(), 0o644)
+    _run(["hostname", name])
+    hosts = Path("/etc/hosts")
+    lines = [
+        line
+        for line in (hosts.read_text().splitlines() if hosts.exists() else [])
+        if not re.match(r"^127\.0\.1\.1\s", line)
+    ]
+    _write_file(hosts, ("\n".join([*lines, f"127.0.1.1\t{name}"]) + "\n").encode(), 0o644)
+
+
+def main_guest_config(path: Path) -> int:
+    """``coreos_agent.py --vagrant-guest FILE``: apply one of Vagrant's cloud-configs and
+    record what was done next to the agent's own status."""
+    try:
+        status = apply_guest_config(path.read_text(), path)
+    except (AgentError, UserDataError, ValueError, OSError) as error:
+        status = {"source": str(path), "error": str(error)}
+        print(f"coreos-agent: {path}: {error}", file=sys.stderr)
+    record = STATUS.with_name(f"vagrant-{path.stem}.json")
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(status, indent=1) + "\n")
+    for note in status.get("notes", []):
+        print(f"coreos-agent: {path}: {note}")
+    for failure in status.get("failures", []):
+        print(f"coreos-agent: {path}: failed: {failure}", file=sys.stderr)
+    return 1 if "error" in status or status.get("failures") else 0
+
+
 def main(argv: Sequence[str] = ()) -> int:
+    if len(argv) == 2 and argv[0] == "--vagrant-guest":
+        return main_guest_config(Path(argv[1]))
     ignition = None if argv else find_ignition()
     path = Path(argv[0]) if argv else USER_DATA
     if ignition is None and not path.is_file():

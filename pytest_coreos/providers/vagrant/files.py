@@ -12,6 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_coreos.config import config_rb
 from pytest_coreos.errors import ConfigError
+from pytest_coreos.providers.vagrant.box import (
+    BoxFile,
+    box_version,
+    extract_kernel,
+    read_box_file,
+    write_box_metadata,
+)
 from pytest_coreos.providers.vagrant.settings import (
     _OWN_GLOBALS,
     CHECKOUT_EXTENSION,
@@ -111,14 +118,56 @@ def prepare_directory(
         _write(directory / "user-data", user_data_text)
     elif (directory / "user-data").exists() or (directory / "user-data").is_symlink():
         (directory / "user-data").unlink()  # a checkout's: Ignition configures the machines
+    box_entries: dict[str, str] = box_settings(box if box is not None else spec.box)
+    if "box_file" in box_entries:
+        image_version = user_settings.get("image_version")
+        box_entries = _box_file_settings(
+            directory,
+            read_box_file(Path(box_entries["box_file"])),
+            name=f"coreos-{spec.channel}",
+            image_version=None if image_version is None else str(image_version),
+            provider=vagrant_provider_name(spec),
+            # A checkout's own box_version constraint (if any) picks among the versions.
+            exact=checkout is None or not (checkout / "Vagrantfile").is_file(),
+        )
     settings: dict[str, Any] = {
         "created_by": "pytest-coreos",
         "name_prefix": name_prefix,
         "machines": [dict(machine) for machine in machines],
-        **box_settings(box if box is not None else spec.box),
+        **box_entries,
     }
     _write(directory / SETTINGS_FILE, json.dumps(settings, indent=1) + "\n")
     return notices
+
+
+def _box_file_settings(
+    directory: Path,
+    box: BoxFile,
+    *,
+    name: str,
+    image_version: str | None,
+    provider: str,
+    exact: bool,
+) -> dict[str, str]:
+    """The box settings of a ``.box`` file: named ``name`` at its version through a
+    metadata file (so that ``box_version`` constraints and ``box_url`` lines hold), and its
+    own kernel and initrd copied out of it for libvirt (``boot/``)."""
+    version = box_version(box, image_version)
+    metadata = write_box_metadata(directory, name, version, box)
+    entries = {
+        "box": name,
+        "box_url": metadata.as_uri(),
+        "box_added_version": version,
+    }
+    if exact:
+        entries["box_version"] = version
+    if provider == "libvirt" and box.provider == "libvirt" and box.kernel_files:
+        copied = extract_kernel(box, directory / "boot")
+        for file_name, key in (("vmlinuz", "kernel"), ("initrd.img", "initrd")):
+            if file_name in copied:
+                copied[file_name].chmod(0o444)
+                entries[key] = str(copied[file_name])
+    return entries
 
 
 def checkout_addresses(count: int) -> list[str]:

@@ -30,6 +30,7 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterator, Mapping, Sequence
@@ -54,6 +55,7 @@ from pytest_coreos.providers.vagrant.addresses import (
     claim_exact,
     release_addresses,
 )
+from pytest_coreos.providers.vagrant.box import prune_stand_in_versions
 from pytest_coreos.providers.vagrant.files import checkout_addresses, prepare_directory
 from pytest_coreos.providers.vagrant.libvirt import (
     _network_connections,
@@ -172,6 +174,7 @@ class VagrantDeployment:
         self.timings: dict[str, float] = {}
         self._closed = False
         self._up_started = record is not None  # whether any VM may exist
+        self._early_ssh_config: str | None = None
         self._uri = libvirt_uri(spec) if self.provider_name == "libvirt" else LIBVIRT_URI
         if record is None:
             check_ignition_support(spec)
@@ -271,6 +274,7 @@ class VagrantDeployment:
                 box=self._stand_in_box() if spec.box == STAND_IN_BOX else None,
             )
         )
+        self._prepare_box()
         fleet = None if spec.fleet is None else fleet_release.prepare(spec.fleet)
         for name in names:
             generate_ed25519_key(self._host_key_path(name), comment=name)
@@ -295,28 +299,47 @@ class VagrantDeployment:
         context = self.context
         return str(builder.build("box", context.paths.image_log, context.progress))
 
-    def _fw_cfg_file(self, name: str, written: Path) -> Path:
-        """The copy of machine ``name``'s Ignition config that QEMU reads for ``-fw_cfg``.
+    def _prepare_box(self) -> None:
+        """A box file's kernel and initrd (copied into the cluster's folder) are given to
+        QEMU's user like the Ignition files; stand-in builds other than this one are
+        removed from Vagrant's boxes, so that a version constraint picks this one."""
+        settings = json.loads((self.directory / SETTINGS_FILE).read_text())
+        for key in ("kernel", "initrd"):
+            if settings.get(key):
+                self._give_to_qemu(Path(settings[key]))
+        added = settings.get("box_added_version")
+        if added:
+            home = Path(os.environ.get("VAGRANT_HOME") or Path.home() / ".vagrant.d")
+            for removed in prune_stand_in_versions(home, settings["box"], added):
+                self.notices.append(f"removed an older stand-in box from Vagrant: {removed}")
 
-        libvirt's system daemon runs QEMU as its own user (Debian: ``libvirt-qemu``), which
-        relabels disks and kernels but not files named on QEMU's command line: the copy is
-        given to that user (read-only), and the folders above it let it pass (``o+x``, no
-        listing)."""
+    def _fw_cfg_file(self, name: str, written: Path) -> Path:
+        """The copy of machine ``name``'s Ignition config that QEMU reads for ``-fw_cfg``
+        (see :meth:`_give_to_qemu`)."""
         directory = self.directory / "fw_cfg"
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = directory / f"{name}.ign"
         path.write_bytes(written.read_bytes())
         path.chmod(0o400)
+        self._give_to_qemu(path)
+        return path
+
+    def _give_to_qemu(self, path: Path) -> None:
+        """Let libvirt's QEMU user read ``path``, a file of this cluster's folder.
+
+        libvirt's system daemon runs QEMU as its own user (Debian: ``libvirt-qemu``), which
+        must be able to reach the files QEMU opens (a kernel, an initrd, a file named on its
+        command line) whatever the home they come from: the file is given to that user
+        (read-only), and the folders above it let it pass (``o+x``, no listing)."""
         qemu_user = _qemu_user()
         if os.geteuid() == 0 and qemu_user is not None:
             os.chown(path, qemu_user, -1)
-            for folder in (directory, *directory.parents):
+            for folder in path.parents:
                 if folder.stat().st_uid != 0 or folder == Path(folder.anchor):
                     break
                 folder.chmod(folder.stat().st_mode | 0o001)
                 if folder == self.context.workdir.parent:
                     break  # the session's folder: nothing above it is the plugin's
-        return path
 
     def _host_key_path(self, name: str) -> Path:
         path = self.directory / "machines" / name / "ssh_host_ed25519_key"
@@ -339,6 +362,7 @@ class VagrantDeployment:
             # next run reaps what it made, by name.
             argv = [setpriv, "--pdeathsig", "KILL", "--", *argv]
         progress = Progress()
+        early = _EarlySSHConfig(self)
         started = time.monotonic()
         self.context.progress(
             f"vagrant up: {len(self.machines)} machine(s), log in {self.log_path}"
@@ -366,10 +390,13 @@ class VagrantDeployment:
                         step = progress.feed(line)
                         if step is not None:
                             self.context.progress(step)
+                            early.maybe_start(progress.steps)
                     status = process.wait()
                 except BaseException:
                     _stop_vagrant(process)
                     raise
+                finally:
+                    self._early_ssh_config = early.result()
         self.timings["up"] = time.monotonic() - started
         if status != 0:
             error = VagrantError(
@@ -380,8 +407,12 @@ class VagrantDeployment:
         self.context.progress(f"vagrant up finished in {self.timings['up']:.1f}s")
 
     def handles(self) -> list[MachineDescription]:
-        """Every machine with its SSH handle, from ``vagrant ssh-config``."""
-        configs = parse_ssh_config(self._ssh_config())
+        """Every machine with its SSH handle, from ``vagrant ssh-config`` (taken while the
+        provisioners ran, where it could be)."""
+        early, self._early_ssh_config = self._early_ssh_config, None
+        configs = parse_ssh_config(early) if early is not None else {}
+        if any(machine.name not in configs for machine in self.machines):
+            configs = parse_ssh_config(self._ssh_config())
         handles = []
         for machine, address in zip(self.machines, self.addresses, strict=True):
             config = configs.get(machine.name)
@@ -501,6 +532,41 @@ class VagrantDeployment:
         from pytest_coreos.providers.vagrant import reset
 
         reset.restore(self)
+
+
+# Steps after which a machine's SSH address is known and stays: Vagrant logged in.
+_BOOTED_STEPS = ("booted", "setting the hostname", "configuring the network", "provisioning")
+
+
+class _EarlySSHConfig:
+    """``vagrant ssh-config`` run in a thread once every machine has booted, while
+    ``vagrant up`` still provisions: its few seconds of Ruby then cost the boot nothing.
+    (It takes no machine lock, so it runs beside ``up``.)"""
+
+    def __init__(self, deployment: VagrantDeployment) -> None:
+        self._deployment = deployment
+        self._thread: threading.Thread | None = None
+        self._text: str | None = None
+
+    def maybe_start(self, steps: Mapping[str, str]) -> None:
+        names = [machine.name for machine in self._deployment.machines]
+        if self._thread is not None or not names:
+            return
+        if all(steps.get(name, "").startswith(_BOOTED_STEPS) for name in names):
+            self._thread = threading.Thread(target=self._run, name="vagrant-ssh-config")
+            self._thread.daemon = True
+            self._thread.start()
+
+    def _run(self) -> None:
+        with contextlib.suppress(CoreOSError, OSError):
+            self._text = self._deployment._ssh_config()
+
+    def result(self) -> str | None:
+        """Its output, or None (not started, or failed: ``handles`` asks again)."""
+        if self._thread is None:
+            return None
+        self._thread.join(timeout=60)
+        return self._text
 
 
 def _qemu_user() -> int | None:

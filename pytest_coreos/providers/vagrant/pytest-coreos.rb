@@ -8,6 +8,8 @@
 #     TCG by default ($libvirt_driver = "kvm" in config.rb where KVM works);
 #   - with --coreos-config=ignition, each machine's Ignition config as a QEMU firmware
 #     config entry (libvirt);
+#   - a box file's name and version (through the metadata file the plugin wrote), and
+#     for libvirt its kernel and initrd, copied where QEMU reads them;
 #   - one provisioning pass: hostname, COREOS_PRIVATE_IPV4/COREOS_PUBLIC_IPV4 in
 #     /etc/environment (as CoreOS's Vagrant support wrote them), the SSH host key the
 #     plugin pins, fleetd and fleetctl in /usr/bin (with --coreos-fleet), and the user-data
@@ -24,6 +26,12 @@ module PytestCoreOS
     set -eu
     name="$1"
     address="$2"
+    # The host key the plugin pins, base64 (private, public): given here, it costs no upload.
+    if [ -n "${3:-}" ]; then
+      mkdir -p /tmp/pytest-coreos
+      printf '%s' "$3" | base64 -d > /tmp/pytest-coreos/ssh_host_ed25519_key
+      printf '%s' "$4" | base64 -d > /tmp/pytest-coreos/ssh_host_ed25519_key.pub
+    fi
     # The hostname, without Vagrant's own step that restarts every network interface.
     echo "$name" > /etc/hostname
     hostname "$name"
@@ -84,7 +92,10 @@ module PytestCoreOS
 
   def self.configure_providers(config)
     config.vm.box = SETTINGS["box"] if SETTINGS["box"]
+    # A box file is added from the metadata file the plugin wrote for it, under the box's
+    # name and a version: a checkout's own box_version constraint then holds.
     config.vm.box_url = SETTINGS["box_url"] if SETTINGS["box_url"]
+    config.vm.box_version = SETTINGS["box_version"] if SETTINGS["box_version"]
     config.vm.box_check_update = false
     config.vm.synced_folder ".", "/vagrant", disabled: true
     # Machines whose login is not Vagrant's (a cloud image's own user and key pair).
@@ -100,6 +111,9 @@ module PytestCoreOS
       libvirt.memory = global("vm_memory", 512)
       libvirt.cpus = global("vm_cpus", 1)
       libvirt.graphics_type = "none"
+      # A box's own kernel and initrd, copied where libvirt's QEMU user reads them.
+      libvirt.kernel = SETTINGS["kernel"] if SETTINGS["kernel"]
+      libvirt.initrd = SETTINGS["initrd"] if SETTINGS["initrd"]
     end
     config.vm.provider :virtualbox do |virtualbox|
       virtualbox.memory = global("vm_memory", 512)
@@ -108,12 +122,17 @@ module PytestCoreOS
     end
   end
 
-  # Provisioners of machine +name+ at address +ip+: its own files (the SSH host key), the user-data when
-  # +user_data+ names it (the plugin's Vagrantfile; a coreos-vagrant checkout copies it
-  # itself), then SETUP.
+  HOST_KEY = "ssh_host_ed25519_key"
+
+  # Provisioners of machine +name+ at address +ip+: its own files where there are more
+  # than its SSH host key (fleet's binaries), the user-data when +user_data+ names it (the
+  # plugin's Vagrantfile; a coreos-vagrant checkout copies it itself), then SETUP, which
+  # gets the host key as arguments. Each provisioner costs SSH round trips: as few as can be.
   def self.provision_machine(machine, name, ip, user_data)
     own_files = File.join(HERE, "machines", name)
-    if File.directory?(own_files)
+    key = File.join(own_files, HOST_KEY)
+    others = Dir.exist?(own_files) ? Dir.children(own_files) - [HOST_KEY, "#{HOST_KEY}.pub"] : []
+    unless others.empty?
       machine.vm.provision "pytest-coreos-files", type: "file",
         source: own_files, destination: "/tmp/pytest-coreos"
     end
@@ -121,8 +140,12 @@ module PytestCoreOS
       machine.vm.provision "user-data", type: "file",
         source: user_data, destination: "/tmp/vagrantfile-user-data"
     end
+    args = [name, ip]
+    if File.exist?(key)
+      args += [[File.binread(key)].pack("m0"), [File.binread("#{key}.pub")].pack("m0")]
+    end
     machine.vm.provision "pytest-coreos-setup", type: "shell", privileged: true,
-      inline: SETUP, args: [name, ip]
+      inline: SETUP, args: args
     ignition(machine, name)
     # A cloud provider has no Vagrant private network: the machine's planned address is
     # asked of its subnet (vagrant-aws).

@@ -149,16 +149,16 @@ def vagrant_environment(provider: str) -> dict[str, str]:
 
 
 def box_settings(box: str | None) -> dict[str, str]:
-    """``config.vm.box`` (and ``box_url``) for ``--coreos-box``: a box name, or the path
-    of a ``.box`` file (added by Vagrant on first use, named after the file)."""
+    """``config.vm.box`` for ``--coreos-box``: a box name, or the path of a ``.box`` file
+    (``box_file``: Vagrant adds it from a metadata file the plugin writes, as
+    ``coreos-<channel>``)."""
     if box is None:
         return {}
     path = Path(box).expanduser()
     if box.endswith(".box") or path.is_file():
         if not path.is_file():
             raise ConfigError("--coreos-box", f"{box} is not a file")
-        path = path.resolve()
-        return {"box": f"pytest-coreos-{path.stem}", "box_url": path.as_uri()}
+        return {"box_file": str(path.resolve())}
     return {"box": box}
 
 
