@@ -11,7 +11,8 @@ plugin is given the stand-in ``.box`` file and the checkout, as a user would, an
 runs with its home inside a private home (mode 0700), as a user's is.
 
 The inner run (inside this test's network namespace, ``conftest.py``) runs the example
-suite, the systemd units suite (2016) and ``vagrant_checkout_checks.py``. Select it with
+suite, the systemd units suite (2016), ``vagrant_checkout_checks.py`` and, last (2016),
+``vagrant_reset_checks.py``: ``cluster.reset()`` on the VMs. Select it with
 ``-m vagrant_e2e``; it needs root and takes a few minutes per checkout.
 """
 
@@ -27,10 +28,11 @@ import pytest
 pytestmark = pytest.mark.vagrant_e2e
 
 HERE = Path(__file__).resolve().parent
-CHECKS = HERE / "vagrant_checkout_checks.py"
+CHECKS = "tests/e2e/vagrant_checkout_checks.py"
+RESET_CHECKS = "tests/e2e/vagrant_reset_checks.py"  # last: it puts etcd's data back
 SUITES = {
-    "checkout-2014": ["examples/"],
-    "checkout-2016": ["examples/", "examples/systemd/check_units.py"],
+    "checkout-2014": ["examples/", CHECKS],
+    "checkout-2016": ["examples/", "examples/systemd/check_units.py", CHECKS, RESET_CHECKS],
 }
 
 
@@ -55,7 +57,6 @@ def test_a_users_checkout_boots_unmodified(
                 f"--coreos-vagrant-dir={folder}",
                 f"--coreos-user-data={folder / 'user-data'}",
                 *SUITES[checkout],
-                str(CHECKS.relative_to(e2e.REPO)),
             ],
             log,
         )
@@ -74,6 +75,8 @@ def test_a_users_checkout_boots_unmodified(
     summary = lines[-1][1] if lines else ""
     assert re.search(r"\d+ passed", summary), output[-3000:]
     assert "skipped" not in summary, output[-3000:]
+    if RESET_CHECKS in SUITES[checkout]:
+        assert f"{RESET_CHECKS}::test_a_reset_returns_the_vms_to_the_state_kept PASSED" in output
     # Vagrant added the stand-in under the name and a version the Vagrantfile asks for.
     assert len(boxes) == 1, boxes
     name, version, provider = boxes[0].split("/")
