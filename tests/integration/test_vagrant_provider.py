@@ -234,6 +234,10 @@ def test_a_checkout_is_used_on_a_copy_and_never_changed(
     assert any("left out" in notice and "open($new_discovery_url)" in notice for notice in notices)
     assert any("$update_channel is set by pytest-coreos" in notice for notice in notices)
     assert any("is replaced by the cluster's user-data" in notice for notice in notices)
+    # given as the cluster's user-data, as the checkout's README says: nothing to say
+    given = spec.replace(user_data=checkout / "user-data")
+    again = _prepare(tmp_path / "cluster-2" / "vagrant", given)
+    assert not any("is replaced" in notice for notice in again), again
 
     validated = vagrant.Vagrant(root=str(directory), env=vagrant_env).validate(str(directory))
     assert b"validated successfully" in validated.stdout

@@ -92,7 +92,10 @@ def prepare_directory(
                 if name in user_settings:
                     notices.append(f"{config}: ${name} is set by pytest-coreos")
                     del user_settings[name]
-        if (checkout / "user-data").is_file():
+        given = spec.user_data
+        if (checkout / "user-data").is_file() and not (
+            given is not None and given.resolve() == (checkout / "user-data").resolve()
+        ):
             notices.append(
                 f"{checkout / 'user-data'} is replaced by the cluster's user-data "
                 "(give it with --coreos-user-data to use it)"
