@@ -64,7 +64,7 @@ def test_a_reset_returns_the_vms_to_the_state_kept(coreos_cluster, capsys):
     cluster.etcd.set("/e2e-reset/key", "dirty")
     follower.pause()
     reset("after a suspend (in place)", "in place")
-    assert follower.ssh.run(["true"]).returncode == 0
+    assert follower.ssh.run(["true"]).exit_status == 0
     with capsys.disabled():
         # read by benchmarks/reset_bench.py
         print("\nvagrant reset: " + json.dumps({k: round(v, 2) for k, v in timings.items()}))
