@@ -236,7 +236,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     providers = [*SHAPES, "vagrant"]
     args.providers.sort(key=providers.index)
     # A registry of its own: this run never reaps or reuses other runs' clusters.
-    os.environ["PYTEST_COREOS_STATE_DIR"] = tempfile.mkdtemp(prefix="pytest-coreos-reset-bench-")
+    # (removed at the end: every session of this run has reaped its own entries by then)
+    state = tempfile.TemporaryDirectory(prefix="pytest-coreos-reset-bench-")
+    os.environ["PYTEST_COREOS_STATE_DIR"] = state.name
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     measured = {
         shape: measure_vagrant(args.vm_runs) if shape == "vagrant" else measure(shape, args.runs)
@@ -247,6 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n".join(rows(measured, date)))
     if "vagrant" in measured:
         print("\n".join(vagrant_rows(measured["vagrant"], date)))
+    state.cleanup()
     return 0
 
 

@@ -120,11 +120,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.geteuid() != 0 and set(args.providers) - {"loopback"}:
         parser.error("netns and nspawn need root; use --providers loopback")
     # A registry of its own: this run never reaps or reuses other runs' clusters.
-    os.environ["PYTEST_COREOS_STATE_DIR"] = tempfile.mkdtemp(prefix="pytest-coreos-ride-out-")
+    # (removed at the end: every session of this run has reaped its own entries by then)
+    state = tempfile.TemporaryDirectory(prefix="pytest-coreos-ride-out-")
+    os.environ["PYTEST_COREOS_STATE_DIR"] = state.name
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     measured = {shape: measure(shape, args.runs) for shape in args.providers}
     args.json.write_text(json.dumps({"date": date, "runs": args.runs, "results": measured}))
     print("\n".join(rows(measured, date)))
+    state.cleanup()
     return 0
 
 
