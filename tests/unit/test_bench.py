@@ -3,15 +3,11 @@ text, 3.5 JSON) and reports a figure it cannot take as not measured instead of c
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-BENCH = Path(__file__).parents[2] / "benchmarks" / "bench.py"
 
 # Real lines, as each etcd logs that a member serves clients.
 ETCD_34_READY = "2026-11-30 08:37:54.383197 I | embed: ready to serve client requests"
@@ -22,14 +18,8 @@ ETCD_35_READY = (
 
 
 @pytest.fixture(scope="module")
-def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench", BENCH)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench"] = module
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark: Callable[[str], ModuleType]) -> ModuleType:
+    return load_benchmark("bench")
 
 
 @pytest.mark.parametrize(

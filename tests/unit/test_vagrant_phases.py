@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+from collections.abc import Callable
 from types import ModuleType
 
 import pytest
-
-PHASES = Path(__file__).parents[2] / "benchmarks" / "vagrant_phases.py"
 
 LINES = [
     "coreos: vagrant up: 2 machine(s), log in /tmp/x/vagrant.log",
@@ -33,13 +30,8 @@ LINES = [
 
 
 @pytest.fixture(scope="module")
-def phases() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("vagrant_phases", PHASES)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def phases(load_benchmark: Callable[[str], ModuleType]) -> ModuleType:
+    return load_benchmark("vagrant_phases")
 
 
 def test_each_phase_is_its_slowest_machines(phases: ModuleType) -> None:
