@@ -305,6 +305,7 @@ class ClusterFactory:
                 # See reaper.FAILED_BOOT_KEPT_DAYS.
                 self._record["failed_boot_at"] = time.time()
             if self.kept or self.failed_boots:
+                self._remove_finished_workdirs()
                 if self._handed_over:
                     registry.finish_record(self.session_id, self._record, self._handed_over)
                 else:
@@ -319,6 +320,23 @@ class ClusterFactory:
                     registry.remove_record(self.session_id)
         if errors:
             raise CoreOSError(f"tearing down {len(errors)} cluster(s) failed") from errors[0]
+
+    def _remove_finished_workdirs(self) -> None:
+        """Where the session folder stays (a cluster kept, a boot that failed), remove the
+        folders of this session's clusters that are done with: only a kept cluster's and a
+        failed boot's stay, with the discovery service's logs. The others hold nothing to
+        read and their machines' etcd data (64 MiB of preallocated WAL per member): a
+        session of many clusters would otherwise leave gigabytes for a week."""
+        for cluster in self.clusters:
+            if (
+                cluster.boot_failed
+                or cluster.kept
+                or cluster.attached  # another session's folder
+                or cluster.name in self._handed_over  # another xdist worker tears it down
+                or cluster.workdir.parent != self._root
+            ):
+                continue
+            shutil.rmtree(cluster.workdir, ignore_errors=True)
 
 
 def check_resettable(spec: ClusterSpec) -> None:

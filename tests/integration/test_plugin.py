@@ -220,6 +220,49 @@ def test_a_failed_boots_logs_outlive_later_sessions_with_a_hanging_stand_in_etcd
     assert not workdir.exists()
 
 
+FAILED_AFTER_A_GOOD_ONE = """
+import os
+from pathlib import Path
+
+import pytest
+
+from pytest_coreos.errors import BootTimeoutError
+
+
+def test_a_good_cluster(coreos_cluster_factory):
+    cluster = coreos_cluster_factory(instances=1)
+    Path(os.environ["GOOD"]).write_text(str(cluster.workdir))
+    assert (cluster.workdir / "machines" / "core-01" / "etcd").is_dir()
+
+
+def test_a_failed_boot(coreos_cluster_factory):
+    with pytest.raises(BootTimeoutError):
+        coreos_cluster_factory(
+            instances=1, etcd_binary=Path(os.environ["HANGING"]), boot_timeout=1.0
+        )
+"""
+
+
+def test_a_failed_boot_keeps_its_own_folder_not_the_sessions_other_clusters(
+    inner: pytest.Pytester, hanging_stand_in_etcd: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session folder stays for the failed boot's logs; the folders of its clusters
+    that booted and ended (their etcd data: 64 MiB of WAL per member) go at once."""
+    good = inner.path / "good.txt"
+    monkeypatch.setenv("GOOD", str(good))
+    monkeypatch.setenv("HANGING", str(hanging_stand_in_etcd))
+    inner.makepyfile(FAILED_AFTER_A_GOOD_ONE)
+    result = inner.runpytest_subprocess()
+    result.assert_outcomes(passed=2)
+    (line,) = [line for line in result.stdout.lines if "failed to boot; its logs: " in line]
+    failed = Path(line.split("its logs: ")[1].split(" (kept")[0])
+    assert (failed / "machines" / "core-01" / "etcd.log").read_text().strip()
+    good_workdir = Path(good.read_text())
+    assert good_workdir.parent == failed.parent  # one session folder
+    assert not good_workdir.exists()
+    assert failed.parent.is_dir()
+
+
 def test_reap_removes_a_failed_boots_logs_with_a_hanging_stand_in_etcd(
     inner: pytest.Pytester, hanging_stand_in_etcd: Path
 ) -> None:
