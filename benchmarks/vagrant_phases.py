@@ -30,6 +30,7 @@ import importlib.util
 import json
 import os
 import re
+import signal
 import statistics
 import sys
 import tempfile
@@ -54,7 +55,12 @@ TIMINGS = re.compile(r"\bready: (discovery .*)")
 
 
 def e2e_lab() -> ModuleType:
-    """The e2e test's lab helpers (a network namespace with libvirtd, the box build)."""
+    """The e2e test's lab helpers (a network namespace with libvirtd, the box build).
+
+    From here on SIGTERM ends the benchmark as Ctrl-C does: the lab's namespace, daemons,
+    VMs and host changes (``/dev/kvm``'s mode, libvirt's runtime folder) are undone, where
+    Python's default would leave them, and a virtlogd left running stops the next e2e."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     spec = importlib.util.spec_from_file_location("e2e_lab", E2E / "conftest.py")
     assert spec is not None
     assert spec.loader is not None
