@@ -24,6 +24,8 @@ def test_the_vm_applied_its_ignition_config_from_qemus_firmware_config(coreos_cl
 
 
 def test_the_user_data_unit_and_etcd_member_run(coreos_cluster):
+    # Ready is etcd's; the agent starts the config's other units without waiting for them.
+    coreos_cluster.units.wait("hello.service", "active", timeout=60)
     for machine in coreos_cluster:
         ssh = machine.ssh
         active = ssh.run(["systemctl", "is-active", "hello.service", "etcd-member.service"])

@@ -41,9 +41,10 @@ def test_etcdctl_inside_each_machine_sees_the_cluster(coreos_cluster):
 
 
 def test_units_were_written_enabled_and_started(coreos_cluster):
+    # Ready is etcd's; the agent starts the user-data's other units without waiting for them.
+    coreos_cluster.units.wait("hello.service", "active", timeout=60)
     for machine in coreos_cluster:
         ssh = machine.ssh
-        assert ssh.run(["systemctl", "is-active", "hello.service"]).stdout.strip() == "active"
         assert ssh.run(["systemctl", "is-enabled", "hello.service"]).stdout.strip() == "enabled"
         # $private_ipv4 substituted in the unit's content, and the drop-in applied
         assert ssh.read_text("/run/hello") == f"hello from {machine.private_ipv4} (drop-in)\n"
