@@ -5,7 +5,8 @@ provider holds one with ``--coreos-network=netns``, the nspawn provider always.
 (on record before anything of it exists), gives the cluster a discovery service of its
 own on the lab's hub (machines in a lab reach nothing outside it), cuts and heals
 partitions, describes machines whose every connection is made inside the lab, and tears
-it all down.
+it all down. :class:`LabDeploymentBase` is what a deployment whose machines are this host's
+processes (local machines, nspawn containers) does through its lab.
 """
 
 from __future__ import annotations
@@ -165,3 +166,53 @@ class Lab:
             self.discovery.close()
         if self.network is not None:
             self.network.destroy()
+
+
+class LabDeploymentBase:
+    """The part of a deployment that its :class:`Lab` and its machines' processes on this
+    host answer: pids, faults, the lab's discovery service, partitions, the shell prefix
+    and the processes and lab parts of the state record. A subclass sets ``context`` and
+    ``lab`` and says which processes are its machines'."""
+
+    context: BootContext
+    lab: Lab
+
+    def machine_processes(self) -> list[ManagedProcess]:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def lab_record(self) -> dict[str, Any]:
+        """The state record's processes (the machines' and the lab's that started), network
+        namespaces and host links: what a later session reaps if this one is killed."""
+        processes = self.machine_processes() + self.lab.processes()
+        return {
+            "processes": [process.to_record() for process in processes if process.started],
+            "namespaces": self.lab.namespaces,
+            "host_links": self.lab.host_links,
+        }
+
+    @property
+    def pids(self) -> list[int]:
+        return [
+            process.pid
+            for process in self.machine_processes()
+            if process.pid is not None and process.running
+        ]
+
+    @property
+    def faults_allowed(self) -> bool:
+        return True
+
+    def discovery_url(self) -> str | None:
+        return self.lab.discovery_url(lambda: self.context.remember(self.describe()))
+
+    def partition(self, groups: Sequence[Sequence[str]]) -> None:
+        self.lab.partition(groups)
+
+    def heal(self) -> None:
+        self.lab.heal()
+
+    def shell_prefix(self) -> list[str]:
+        return self.lab.shell_prefix()

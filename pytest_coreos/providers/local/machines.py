@@ -14,7 +14,7 @@ import os
 import pwd
 import re
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -39,7 +39,7 @@ from pytest_coreos.host.sshd import (
     ssh_port_for_current_user,
     sshd_command,
 )
-from pytest_coreos.providers.lab import Lab
+from pytest_coreos.providers.lab import Lab, LabDeploymentBase
 from pytest_coreos.providers.protocol import BootContext, MachineDescription
 
 _WILDCARD_HOSTS = {"0.0.0.0", "::", "[::]", ""}  # noqa: S104 - rewritten, never bound
@@ -201,7 +201,7 @@ class LocalMachine:
                 )
 
 
-class LocalDeployment:
+class LocalDeployment(LabDeploymentBase):
     """A cluster of local machines on a loopback block of its own, or in a network lab."""
 
     def __init__(self, context: BootContext) -> None:
@@ -213,30 +213,6 @@ class LocalDeployment:
         self.binaries: tuple[Path, Path] = (Path(), Path())  # sshd, etcd
         self.lab = Lab(context)  # a network lab with --coreos-network=netns
         self.etcd_version: tuple[int, int, int] = (0, 0, 0)
-
-    @property
-    def pids(self) -> list[int]:
-        return [
-            process.pid
-            for process in self.machine_processes()
-            if process.pid is not None and process.running
-        ]
-
-    @property
-    def faults_allowed(self) -> bool:
-        return True
-
-    def discovery_url(self) -> str | None:
-        return self.lab.discovery_url(lambda: self.context.remember(self.describe()))
-
-    def partition(self, groups: Sequence[Sequence[str]]) -> None:
-        self.lab.partition(groups)
-
-    def heal(self) -> None:
-        self.lab.heal()
-
-    def shell_prefix(self) -> list[str]:
-        return self.lab.shell_prefix()
 
     # -- reset -------------------------------------------------------------------
     def _data_dirs(self) -> list[tuple[LocalMachine, Path, Path]]:
@@ -413,11 +389,8 @@ class LocalDeployment:
         return [process for machine in self.machines for process in machine.processes]
 
     def describe(self) -> dict[str, Any]:
-        processes = self.machine_processes() + self.lab.processes()
         return {
-            "processes": [process.to_record() for process in processes if process.started],
-            "namespaces": self.lab.namespaces,
-            "host_links": self.lab.host_links,
+            **self.lab_record(),
             "machines": [
                 {**description, "processes": [p.to_record() for p in machine.processes]}
                 for description, machine in zip(self._descriptions, self.machines, strict=True)

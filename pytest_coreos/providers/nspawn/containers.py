@@ -44,7 +44,7 @@ from pytest_coreos.host.process import (
 from pytest_coreos.host.sshd import generate_ed25519_key
 from pytest_coreos.image import builder
 from pytest_coreos.providers.common import ETCD_JOURNAL_UNITS
-from pytest_coreos.providers.lab import Lab
+from pytest_coreos.providers.lab import Lab, LabDeploymentBase
 from pytest_coreos.providers.protocol import BootContext, MachineDescription
 
 OPTION = "--coreos-provider"
@@ -314,7 +314,7 @@ class Container:
             )
 
 
-class NspawnDeployment:
+class NspawnDeployment(LabDeploymentBase):
     """A cluster of systemd-nspawn containers in a network lab of its own."""
 
     def __init__(self, context: BootContext) -> None:
@@ -336,30 +336,6 @@ class NspawnDeployment:
         context.workdir.mkdir(parents=True, exist_ok=True)
         self.rootfs = find_rootfs(context)
         self.lab = Lab.create(context, OPTION, "use --coreos-provider=local")
-
-    @property
-    def pids(self) -> list[int]:
-        return [
-            process.pid
-            for process in self.machine_processes()
-            if process.pid is not None and process.running
-        ]
-
-    @property
-    def faults_allowed(self) -> bool:
-        return True
-
-    def discovery_url(self) -> str | None:
-        return self.lab.discovery_url(lambda: self.context.remember(self.describe()))
-
-    def partition(self, groups: Sequence[Sequence[str]]) -> None:
-        self.lab.partition(groups)
-
-    def heal(self) -> None:
-        self.lab.heal()
-
-    def shell_prefix(self) -> list[str]:
-        return self.lab.shell_prefix()
 
     # -- reset -------------------------------------------------------------------
     def save_ready(self) -> None:
@@ -566,11 +542,8 @@ class NspawnDeployment:
         return [process for container in self.containers for process in container.processes]
 
     def describe(self) -> dict[str, Any]:
-        processes = self.machine_processes() + self.lab.processes()
         return {
-            "processes": [process.to_record() for process in processes if process.started],
-            "namespaces": self.lab.namespaces,
-            "host_links": self.lab.host_links,
+            **self.lab_record(),
             "machines": self._descriptions,
             "rootfs": str(self.rootfs or ""),
             "cgroups": [
