@@ -134,8 +134,11 @@ def test_status_and_journal_come_from_the_units_machine(fleet, name):
 
 def test_a_failing_unit_is_reported_with_its_journal(fleet, name):
     unit = f"{name}.service"
+    # A oneshot is never active before it fails; a plain service that exits at once is,
+    # for a moment, and start() may see that moment and return.
     broken = (
-        f"[Service]\nExecStart=/bin/sh -c 'echo \"{name}: cannot reach the database\"; exit 3'\n"
+        "[Service]\nType=oneshot\n"
+        f"ExecStart=/bin/sh -c 'echo \"{name}: cannot reach the database\"; exit 3'\n"
     )
     fleet.submit((unit, broken))
     with pytest.raises(FleetError) as raised:
