@@ -225,6 +225,9 @@ def run_inner(
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
+            # A shell's background job ignores SIGINT and children inherit that: the inner
+            # session takes Ctrl-C (signal_when, and the clean-up below) whatever ran this.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         ) as inner,
     ):
         assert inner.stdout is not None
