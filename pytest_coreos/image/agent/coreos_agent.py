@@ -61,6 +61,8 @@ from pytest_coreos.errors import UserDataError
 USER_DATA = Path("/var/lib/coreos-vagrant/vagrantfile-user-data")
 ENVIRONMENT = Path("/etc/environment")
 STATUS = Path("/run/coreos-agent/status.json")
+# What the box's etcdctl wrapper reads: v2, and this machine's member, as CoreOS's etcdctl.
+ETCDCTL_SETTINGS = STATUS.with_name("etcdctl.env")
 PERSISTENT_UNITS = Path("/etc/systemd/system")
 RUNTIME_UNITS = Path("/run/systemd/system")
 # The box's etcd unit; Debian's etcd-server also names it etcd2.service (an alias).
@@ -228,6 +230,7 @@ def plan(
     *,
     persistent: Path = PERSISTENT_UNITS,
     runtime: Path = RUNTIME_UNITS,
+    etcdctl_settings: Path = ETCDCTL_SETTINGS,
 ) -> Plan:
     """What the user-data asks of this machine: etcd's drop-in, then every unit's files,
     masks, enables and commands, in the order coreos-cloudinit applied them."""
@@ -237,6 +240,8 @@ def plan(
     result.notes.extend(f"etcd key {key!r} has no etcd 3 equivalent; ignored" for key in dropped)
     # fleet's settings, as coreos-cloudinit wrote them; its etcd is this machine's own.
     etcd_urls = env.get("ETCD_ADVERTISE_CLIENT_URLS", DEFAULT_ETCD_CLIENT_URL)
+    # A user-data of the etcd 0.4 or etcd2 era: its units' etcdctl speaks v2, to this member.
+    result.files[etcdctl_settings] = f"ETCDCTL_API=2\nETCDCTL_ENDPOINTS={etcd_urls}\n"
     fleet = fleet_env.fleet_environment(
         user_data,
         private_ipv4=private_ipv4,
