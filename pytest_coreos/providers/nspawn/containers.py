@@ -11,6 +11,15 @@ write in a tmpfs of the container's own): its hostname, its pinned SSH host key,
 data folder of its own, kept across ``stop()``/``start()``; with ``--coreos-fleet``, fleetd
 and fleetctl in ``/usr/bin``.
 
+Docker Engine runs inside each container as it would on a machine of its own: its data
+(``/var/lib/docker``) in a folder of this host, kept like etcd's (overlay2 does not mount on
+the container's overlay root); the keyring system calls runc uses allowed; CAP_NET_ADMIN,
+for docker's bridge and rules in the machine's own network namespace; and, where this
+host has cgroup v1 controllers (which systemd-nspawn mounts read-only), a subtree of each
+made for the machine, that the image's ``container-cgroups.service`` puts where runc
+writes. docker's bridge, its iptables rules and its port proxies live in the machine's
+network namespace only.
+
 Root only: namespaces and containers need it.
 """
 
@@ -52,6 +61,13 @@ OPTION = "--coreos-provider"
 ROOTFS_ENVIRONMENT = "PYTEST_COREOS_ROOTFS"
 USER_DATA = "/var/lib/coreos-vagrant/vagrantfile-user-data"
 IGNITION = "/usr/share/oem/config.ign"  # where the stand-in's agent looks for one
+# Where the container finds its cgroup v1 controllers' subtrees (see container-cgroups).
+CONTROLLERS_STAGING = "/var/lib/pytest-coreos/cgroup"
+# runc joins each container to a session keyring: systemd-nspawn's filter refuses those calls.
+SYSTEM_CALLS = "@keyring"
+# docker makes its bridge and iptables rules in the machine's network namespace, which a
+# container given one it did not make may not change without this capability.
+CAPABILITIES = "CAP_NET_ADMIN"
 # The container's init: found among systemd-nspawn's children once it has exec'ed.
 LEADER_WAIT = 10.0
 STOP_GRACE = 15.0
@@ -139,6 +155,31 @@ def container_cgroups(name: str) -> list[Path]:
     return found
 
 
+def controller_cgroups(name: str) -> dict[str, Path]:
+    """A cgroup of container ``name``'s own in each of this host's cgroup v1 controller
+    hierarchies (``cpu``, ``memory``, ``cpu,cpuacct``...), by the hierarchy's folder name
+    under /sys/fs/cgroup; none on a host with the unified hierarchy alone."""
+    found = {}
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        hierarchy, controllers, path = line.split(":", 2)
+        if hierarchy == "0" or not controllers or controllers.startswith("name="):
+            continue
+        mount = CGROUPS / controllers
+        if (mount / "cgroup.procs").exists():
+            found[controllers] = mount / path.lstrip("/") / name
+    return found
+
+
+def make_cgroup(cgroup: Path) -> None:
+    """Make ``cgroup``; a cpuset one gets its parent's CPUs and memory nodes, without which
+    no process can join it."""
+    cgroup.mkdir(exist_ok=True)
+    for setting in ("cpuset.cpus", "cpuset.mems"):
+        mine = cgroup / setting
+        if mine.exists() and not mine.read_text().strip():
+            mine.write_text((cgroup.parent / setting).read_text())
+
+
 def remove_cgroups(cgroups: Sequence[Path], timeout: float = 5.0) -> None:
     """Remove the cgroups, deepest first, once the processes that were in them are gone
     (the kernel ends a container's processes shortly after its init)."""
@@ -154,6 +195,20 @@ def remove_cgroups(cgroups: Sequence[Path], timeout: float = 5.0) -> None:
                 if time.monotonic() > deadline:
                     break
                 time.sleep(0.02)
+
+
+def allow_forwarding(netns_path: Path) -> None:
+    """Let the machine's network namespace forward IPv4, as a machine of its own does:
+    docker publishes ports to its containers through it, and a container given a namespace
+    it did not make cannot set it from inside (its /proc/sys is read-only)."""
+    result = subprocess.run(
+        ["nsenter", f"--net={netns_path}", "--", "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise ProcessError("sysctl net.ipv4.ip_forward", result.stderr.strip())
 
 
 def _ids(rootfs: Path, user: str) -> tuple[int, int]:
@@ -445,6 +500,7 @@ class NspawnDeployment(LabDeploymentBase):
         masks = masked_paths(self.rootfs)
         for index, name in enumerate(machine_names(context.spec.instances), 1):
             network = lab.add_machine(name, index)
+            allow_forwarding(network.netns_path)
             directory = context.paths.machine(name)
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             (directory / "hostname").write_text(name + "\n")
@@ -472,10 +528,13 @@ class NspawnDeployment(LabDeploymentBase):
                 # The machine's Ignition config instead of user-data.
                 del binds[user_data]
                 binds[context.write_ignition(name, network.address, network.address)] = IGNITION
+            docker_dir = directory / "docker"
+            docker_dir.mkdir(mode=0o710, exist_ok=True)
             cgroups = container_cgroups(network.netns)
-            for cgroup in cgroups:
+            controllers = controller_cgroups(network.netns)
+            for cgroup in [*cgroups, *controllers.values()]:
                 try:
-                    cgroup.mkdir(exist_ok=True)
+                    make_cgroup(cgroup)
                 except OSError as error:
                     raise ProcessError(
                         f"{name} systemd-nspawn", f"no cgroup of its own: {error}"
@@ -499,6 +558,13 @@ class NspawnDeployment(LabDeploymentBase):
                 *(f"--bind-ro={source}:{target}" for source, target in binds.items()),
                 *(f"--bind-ro=/dev/null:{target}" for target in masks),
                 f"--bind={etcd_dir}:/var/lib/etcd",
+                f"--bind={docker_dir}:/var/lib/docker",
+                f"--system-call-filter={SYSTEM_CALLS}",
+                f"--capability={CAPABILITIES}",
+                *(
+                    f"--bind={cgroup}:{CONTROLLERS_STAGING}/{hierarchy}"
+                    for hierarchy, cgroup in controllers.items()
+                ),
             ]
             process = ManagedProcess(
                 "systemd-nspawn",
@@ -507,7 +573,7 @@ class NspawnDeployment(LabDeploymentBase):
                 cwd=directory,
                 die_with_parent=die_with_parent,
             )
-            self.containers.append(Container(name, process, cgroups))
+            self.containers.append(Container(name, process, [*cgroups, *controllers.values()]))
             self._descriptions.append(
                 {
                     "name": name,
