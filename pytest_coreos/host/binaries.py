@@ -154,3 +154,27 @@ def find_discovery_service() -> Path | None:
     """Debian's ``discovery.etcd.io`` server (package etcd-discovery), if installed."""
     found = shutil.which("discovery.etcd.io")
     return Path(found) if found is not None else None
+
+
+IMAGES_OPTION = "--coreos-images"
+
+
+def _find_image_tool(program: str, package: str) -> Path:
+    found = shutil.which(program)
+    if found is None:
+        raise BinaryNotFoundError(
+            program,
+            ["PATH"],
+            f"{IMAGES_OPTION} needs it: install it with `apt-get install {package}`",
+        )
+    return Path(found)
+
+
+def find_skopeo() -> Path:
+    """skopeo, which copies image archives into the session's registry."""
+    return _find_image_tool("skopeo", "skopeo")
+
+
+def find_docker_registry() -> Path:
+    """Debian's ``docker-registry`` (the distribution registry), the session's registry."""
+    return _find_image_tool("docker-registry", "docker-registry")

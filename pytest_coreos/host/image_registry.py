@@ -1,0 +1,243 @@
+"""The session's image registry: Debian's ``docker-registry`` on an address of its own,
+filled with skopeo from the archives given with ``--coreos-images``.
+
+The machines' Docker daemons take it as their Docker Hub mirror, so a test's
+``docker pull busybox`` or ``docker run busybox`` finds the image with no network beyond
+the host. Only Docker Hub names are served this way: a daemon asks its mirror for those
+alone. Images named for another registry (``quay.io/coreos/etcd:v2``) are not pushed; the
+machines ``docker load`` their archives directly.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+from pytest_coreos.config.images import ImageArchive
+from pytest_coreos.config.registry import registry_config
+from pytest_coreos.errors import ProcessError
+from pytest_coreos.host.addresses import AddressBlock, claim_block
+from pytest_coreos.host.binaries import find_docker_registry, find_skopeo
+from pytest_coreos.host.process import ManagedProcess, kill_all
+from pytest_coreos.waiting import NotReady, poll
+
+REGISTRY_PORT = 5000
+COPY_TIMEOUT = 120.0
+_COPIES_AT_ONCE = 4
+# skopeo keeps a blob cache in /var/lib/containers when run as root, and only a
+# rootless skopeo's goes where XDG_DATA_HOME says: so it is told it runs rootless (the
+# variable containers/image itself reads), and nothing of it is left outside the
+# registry's folder.
+_ROOTLESS_UID = "65534"
+
+Command = Callable[[list[str]], list[str]] | Sequence[str]
+
+
+def skopeo_environment(work: Path) -> dict[str, str]:
+    """The environment skopeo runs in: its home, caches and temporary files all under
+    ``work`` (made here), no proxy (the registry is on a local address)."""
+    temporary = work / "tmp"
+    temporary.mkdir(parents=True, exist_ok=True)
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(work),
+        "XDG_DATA_HOME": str(work / "data"),
+        "XDG_CONFIG_HOME": str(work / "config"),
+        "XDG_RUNTIME_DIR": str(work / "run"),
+        "TMPDIR": str(temporary),
+        "_CONTAINERS_ROOTLESS_UID": _ROOTLESS_UID,
+    }
+
+
+def _as_wrapper(command: Command | None) -> Callable[[list[str]], list[str]]:
+    if command is None:
+        return lambda argv: argv
+    if callable(command):
+        return command
+    prefix = list(command)
+    return lambda argv: [*prefix, *argv]
+
+
+class ImageRegistry:
+    """A private image registry for one pytest session, on ``address`` (None: a loopback
+    block of its own) and ``port``. ``command`` runs its programs elsewhere (a prefix such
+    as ``["ip", "netns", "exec", HUB]``, or a function such as a lab's ``hub_command``):
+    the registry and the skopeo that fills it alike."""
+
+    def __init__(
+        self,
+        directory: Path,
+        address: str | None = None,
+        *,
+        port: int = REGISTRY_PORT,
+        command: Command | None = None,
+        session: requests.Session | None = None,
+        die_with_parent: bool = True,
+    ) -> None:
+        self.directory = directory
+        self.address = address
+        self.port = port
+        self._command = _as_wrapper(command)
+        self.die_with_parent = die_with_parent
+        self.block: AddressBlock | None = None
+        self.processes: list[ManagedProcess] = []
+        if session is None:
+            session = requests.Session()
+            session.trust_env = False  # a proxy from the environment would send it away
+        self._session = session
+
+    def __repr__(self) -> str:
+        return f"<ImageRegistry {self.url or self.directory}>"
+
+    @property
+    def host(self) -> str:
+        """``ADDRESS:PORT``, as a Docker daemon's ``registry-mirrors`` and
+        ``insecure-registries`` name it; "" before :meth:`start`."""
+        return f"{self.address}:{self.port}" if self.address is not None else ""
+
+    @property
+    def url(self) -> str:
+        """``http://ADDRESS:PORT``; "" before :meth:`start`."""
+        return f"http://{self.host}" if self.host else ""
+
+    @property
+    def storage(self) -> Path:
+        return self.directory / "storage"
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the registry and wait until ``GET /v2/`` answers 200. A start that fails
+        kills what it started (its folder and log stay, until :meth:`close`)."""
+        registry = find_docker_registry()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self.address is None:
+            self.block = claim_block(1, (self.port,))
+            self.address = self.block.host(1)
+        config = self.directory / "config.yml"
+        config.write_text(
+            registry_config(str(self.storage), self.address, self.port, secrets.token_hex(16))
+        )
+        process = ManagedProcess(
+            "image-registry",
+            self._command([str(registry), "serve", str(config)]),
+            log_path=self.directory / "registry.log",
+            env={},  # no REGISTRY_* variable of this environment overrides its config
+            die_with_parent=self.die_with_parent,
+        )
+        self.processes.append(process)
+        try:
+            process.start()
+            poll(
+                self._ready,
+                what=f"the image registry at {self.url}",
+                timeout=timeout,
+                notes=lambda: [f"{process.name} log:\n{process.log_tail()}"],
+            )
+        except BaseException:
+            kill_all(self.processes)
+            raise
+
+    def _ready(self) -> None:
+        for process in self.processes:
+            if not process.running:
+                raise ProcessError(
+                    process.name,
+                    f"exited with status {process.exit_status} while starting",
+                    process.log_tail(),
+                )
+        probe = f"{self.url}/v2/"
+        try:
+            answer = self._session.get(probe, timeout=1.0)
+        except requests.RequestException as error:
+            raise NotReady(f"{probe}: {type(error).__name__}") from error
+        if answer.status_code != 200:
+            raise NotReady(f"{probe}: HTTP {answer.status_code}")
+
+    def describe(self) -> list[dict[str, object]]:
+        """The state record of its process, for reaping."""
+        return [process.to_record() for process in self.processes if process.started]
+
+    def fill(self, archives: Sequence[ImageArchive], timeout: float = COPY_TIMEOUT) -> list[str]:
+        """Push every Docker Hub name of ``archives`` into the registry, several at once,
+        and return where each went (``library/busybox:latest``). Names of other
+        registries are not pushed (the machines load those archives themselves), nor are
+        names by digest, which a copy could not keep. A name two archives hold is pushed
+        from the first."""
+        chosen: dict[str, tuple[ImageArchive, str, str]] = {}
+        for archive in archives:
+            for name, in_registry in archive.hub_names():
+                if "@" not in in_registry:
+                    chosen.setdefault(in_registry, (archive, name, in_registry))
+        jobs = list(chosen.values())
+        if not jobs:
+            return []
+        skopeo = str(find_skopeo())
+        work = self.directory / "skopeo"
+        environment = skopeo_environment(work)
+        temporary = Path(environment["TMPDIR"])
+
+        def copy(job: tuple[ImageArchive, str, str]) -> str:
+            archive, name, in_registry = job
+            argv = self._command(
+                [
+                    skopeo,
+                    "--insecure-policy",
+                    f"--tmpdir={temporary}",
+                    "copy",
+                    "--quiet",
+                    "--dest-tls-verify=false",
+                    archive.source(name),
+                    f"docker://{self.host}/{in_registry}",
+                ]
+            )
+            what = f"skopeo copy {name} ({archive.path}) to {self.host}/{in_registry}"
+            try:
+                done = subprocess.run(
+                    argv,
+                    env=environment,
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    text=True,
+                    timeout=timeout,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired as error:
+                raise ProcessError(what, f"did not finish within {timeout:.0f}s") from error
+            if done.returncode != 0:
+                output = (done.stderr + done.stdout).strip()
+                raise ProcessError(
+                    what,
+                    f"exited with status {done.returncode}",
+                    "\n".join(output.splitlines()[-20:]),
+                )
+            return in_registry
+
+        try:
+            with ThreadPoolExecutor(min(_COPIES_AT_ONCE, len(jobs))) as pool:
+                return list(pool.map(copy, jobs))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def close(self) -> None:
+        """Kill the registry, release its address and remove its folder, storage and all."""
+        kill_all(self.processes)
+        self.processes.clear()
+        self._session.close()
+        if self.block is not None:
+            self.block.close()
+            self.block = None
+            self.address = None
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> ImageRegistry:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
