@@ -109,6 +109,15 @@ class ResetError(CoreOSError):
         super().__init__(f"resetting {cluster} failed: {problem}")
 
 
+class ImagesError(CoreOSError):
+    """The images of ``--coreos-images`` could not be served to a cluster's machines."""
+
+    def __init__(self, cluster: str, problem: str) -> None:
+        self.cluster = cluster
+        self.problem = problem
+        super().__init__(f"serving --coreos-images to {cluster} failed: {problem}")
+
+
 class EtcdError(CoreOSError):
     """An etcd request failed: connection refused, timeout, or an etcd error code."""
 

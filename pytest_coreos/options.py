@@ -120,6 +120,15 @@ OPTIONS: tuple[Option, ...] = (
         metavar="PATH|URL",
     ),
     Option(
+        "images",
+        "image archives every machine has (as `docker save` writes them, or OCI archives), "
+        "comma-separated: Docker Hub names are served to `docker pull` by the session's own "
+        "registry, others are loaded onto the machines",
+        None,
+        kind="linelist",
+        metavar="PATH[,PATH...]",
+    ),
+    Option(
         "boot_timeout",
         "seconds to wait for the cluster to be ready",
         60.0,
@@ -230,6 +239,8 @@ class ClusterSpec:
     ignition: Path | None = None
     # A path (absolute) or URL of a fleet release, as given; see fleet_release.
     fleet: str | None = None
+    # Image archives (absolute paths) every machine has; see --coreos-images.
+    images: tuple[Path, ...] = ()
     boot_timeout: float = 60.0
     keep: bool = False
     reuse: bool = False
@@ -253,7 +264,7 @@ class ClusterSpec:
         return {
             name: str(value)
             if isinstance(value, Path)
-            else list(value)
+            else [str(item) if isinstance(item, Path) else item for item in value]
             if isinstance(value, tuple)
             else value
             for name, value in self.to_fields().items()
@@ -368,6 +379,32 @@ def parse_vagrant_options(raw: object, source: str = "--coreos-vagrant-option") 
     return tuple(options)
 
 
+def parse_images(raw: object, source: str, base: Path) -> tuple[Path, ...]:
+    """``--coreos-images``' paths: comma-separated on the command line (which may repeat),
+    one or more a line in the ini file; relative ones taken from ``base``."""
+    if raw is None or raw == "":
+        return ()
+    items = [raw] if isinstance(raw, str | Path) else list(raw)  # type: ignore[call-overload]
+    paths = []
+    for item in items:
+        for part in str(item).split(","):
+            text = part.strip()
+            if text:
+                paths.append(base / Path(text).expanduser())
+    if not paths:
+        raise ConfigError(source, "names no image archive", "give PATH[,PATH...]")
+    return tuple(paths)
+
+
+def check_images(spec: ClusterSpec) -> None:
+    """Every archive of ``--coreos-images`` can be read and names its images: checked
+    before anything boots (reading an archive's index, not its layers)."""
+    if spec.images:
+        from pytest_coreos.host.images import read_archives
+
+        read_archives(tuple(str(path) for path in spec.images))
+
+
 # Options that only some providers use (each provider names those it uses, in its
 # ``options``): given to another, they would be ignored silently.
 PROVIDER_SPECIFIC_OPTIONS = (
@@ -382,8 +419,11 @@ PROVIDER_SPECIFIC_OPTIONS = (
     "sshd_binary",
     "network",
     "fleet",
+    "images",
 )
 _FLAGS = {"vagrant_options": "--coreos-vagrant-option"}
+# Why an option applies to some providers only, where its name does not say.
+_WHY = {"images": " (machines that run docker)"}
 
 
 def check_provider_options(spec: ClusterSpec) -> None:
@@ -397,7 +437,7 @@ def check_provider_options(spec: ClusterSpec) -> None:
         raise ConfigError(
             _FLAGS.get(name, "--coreos-" + name.replace("_", "-")),
             f"applies to the {' and '.join(users)} provider{'s' if len(users) > 1 else ''} "
-            f"only, not to {spec.provider}",
+            f"only{_WHY.get(name, '')}, not to {spec.provider}",
             f"leave it out, or use --coreos-provider={users[0]}",
         )
 
@@ -414,6 +454,7 @@ def validate_spec(spec: ClusterSpec) -> ClusterSpec:
     parse_choice(spec.config, CONFIGS, "config")
     parse_boot_timeout(spec.boot_timeout, "boot_timeout")
     parse_vagrant_options(spec.vagrant_options, "vagrant_options")
+    check_images(spec)
     if spec.ignition is not None:
         if spec.config != "ignition":
             raise ConfigError(
@@ -493,6 +534,7 @@ def resolve_spec(
         config=parse_choice(config_value, CONFIGS, config_source),
         ignition=path_of("ignition"),
         fleet=fleet,
+        images=parse_images(*raw["images"]),
         vagrant_options=parse_vagrant_options(*given("vagrant_option")),
         boot_timeout=parse_boot_timeout(*given("boot_timeout")),
         keep=parse_bool(*given("keep")) or parse_bool(*given("reuse")),

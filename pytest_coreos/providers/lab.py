@@ -12,17 +12,20 @@ processes (local machines, nspawn containers) does through its lab.
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import paramiko
 
-from pytest_coreos.errors import ConfigError
+from pytest_coreos.config.images import ImageArchive, unserved_pulls
+from pytest_coreos.errors import ConfigError, ImagesError
 from pytest_coreos.handles.machine import machine_names
 from pytest_coreos.handles.ssh import SSHClient
 from pytest_coreos.host.binaries import find_etcd
 from pytest_coreos.host.discovery import DiscoveryService
+from pytest_coreos.host.image_registry import ImageRegistry
 from pytest_coreos.host.netns import NAMESPACE_PREFIX, MachineNetwork, NetworkLab, netns_supported
 from pytest_coreos.host.process import ManagedProcess
 from pytest_coreos.providers.protocol import BootContext, MachineDescription
@@ -38,6 +41,9 @@ class Lab:
         self.context = context
         self.network = network
         self.discovery: DiscoveryService | None = None  # the lab's own
+        self.registry: ImageRegistry | None = None  # the lab's own, with --coreos-images
+        self._filling: threading.Thread | None = None
+        self._fill_error: BaseException | None = None
 
     @classmethod
     def create(
@@ -81,8 +87,11 @@ class Lab:
         return self.network.host_links if self.network is not None else []
 
     def processes(self) -> list[ManagedProcess]:
-        """The processes of its discovery service."""
-        return self.discovery.processes if self.discovery is not None else []
+        """The processes of its discovery service and its image registry."""
+        services = [self.discovery, self.registry]
+        return [
+            process for service in services if service is not None for process in service.processes
+        ]
 
     def discovery_url(self, remember: Callable[[], None]) -> str | None:
         """The lab's own discovery service's URL for the cluster; None outside a lab or
@@ -103,6 +112,73 @@ class Lab:
         self.discovery.start(timeout=spec.boot_timeout)
         remember()
         return self.discovery.new_cluster(spec.instances)
+
+    def serve_images(
+        self,
+        archives: Sequence[ImageArchive],
+        remember: Callable[[], None],
+        done: Callable[[], None],
+    ) -> str:
+        """Start the lab's image registry on its hub (where every machine reaches it, as
+        its discovery service) and fill it in the background, while the machines boot;
+        ``done()`` is called once every image is served. Returns the registry's
+        ``ADDRESS:PORT``. ``remember()`` records its process, before and after it starts."""
+        assert self.network is not None
+        spec = self.context.spec
+        self.registry = ImageRegistry(
+            self.context.workdir / "registry",
+            address=self.network.hub_address,
+            command=self.network.hub_command,
+            session=self.network.requests_session(),
+            die_with_parent=not spec.keep,
+        )
+        remember()
+        self.registry.start(timeout=spec.boot_timeout)
+        remember()
+        registry = self.registry
+
+        def fill() -> None:
+            try:
+                registry.fill(archives)
+                done()
+            except BaseException as error:  # handed to wait_for_images
+                self._fill_error = error
+
+        self._filling = threading.Thread(target=fill, name="coreos-images", daemon=True)
+        self._filling.start()
+        return registry.host
+
+    def wait_for_images(self, timeout: float) -> None:
+        """Wait until :meth:`serve_images` has filled the registry; its error, if any."""
+        if self._filling is None:
+            return
+        self._filling.join(timeout)
+        if self._filling.is_alive():
+            raise ImagesError(
+                self.context.workdir.name, f"the registry was not filled within {timeout:.0f}s"
+            )
+        if self._fill_error is not None:
+            raise ImagesError(
+                self.context.workdir.name, str(self._fill_error)
+            ) from self._fill_error
+
+    def registry_notices(self) -> list[str]:
+        """One line for the run's summary where the machines pulled an image the registry
+        does not serve (docker's own error said the rest)."""
+        if self.registry is None:
+            return []
+        try:
+            log = (self.registry.directory / "registry.log").read_text(errors="replace")
+        except OSError:
+            return []
+        missing = unserved_pulls(log)
+        if not missing:
+            return []
+        return [
+            f"docker pull found no image for {', '.join(missing)} on "
+            f"{self.context.workdir.name}'s machines: only the images given with "
+            "--coreos-images are served (add its archive, e.g. from docker save NAME -o FILE)"
+        ]
 
     def partition(self, groups: Sequence[Sequence[str]]) -> None:
         """Cut the lab between groups of machines; outside a lab, a ConfigError."""
@@ -161,7 +237,11 @@ class Lab:
         )
 
     def close(self) -> None:
-        """Stop its discovery service and destroy the lab."""
+        """Stop its discovery service and image registry, and destroy the lab."""
+        if self._filling is not None:
+            self._filling.join(10.0)  # skopeo's copies end once the registry is gone
+        if self.registry is not None:
+            self.registry.close()
         if self.discovery is not None:
             self.discovery.close()
         if self.network is not None:
@@ -213,6 +293,9 @@ class LabDeploymentBase:
 
     def heal(self) -> None:
         self.lab.heal()
+
+    def wait_for_images(self, timeout: float) -> None:
+        self.lab.wait_for_images(timeout)
 
     def shell_prefix(self) -> list[str]:
         return self.lab.shell_prefix()

@@ -117,6 +117,10 @@ class Deployment(Protocol):
         members together (raft sees no split history), and start them again, without
         waiting; a ResetError where it cannot, with nothing left half-restored."""
 
+    def wait_for_images(self, timeout: float) -> None:
+        """Wait until the images of ``--coreos-images`` are served to the machines (the
+        registry the deployment started is filled); at once where none are given."""
+
     def shell_prefix(self) -> list[str]:
         """The command under which a shell command on this host reaches the machines'
         addresses (``ip netns exec HUB`` for a network lab); empty where it reaches them

@@ -9,6 +9,7 @@ fails halfway tears down what it started before the error propagates.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -16,6 +17,7 @@ from pytest_coreos.config import cloud_config, config_rb, etcd_env, fleet_env, i
 from pytest_coreos.errors import IgnitionError, UserDataError
 from pytest_coreos.handles.cluster import Cluster
 from pytest_coreos.handles.machine import Machine
+from pytest_coreos.host.images import read_archives
 from pytest_coreos.providers import get_provider
 from pytest_coreos.providers.protocol import BootContext, MachineDescription
 from pytest_coreos.session.readiness import Stopwatch, wait_ready
@@ -103,6 +105,9 @@ def start(session: BootSession, cluster: Cluster) -> None:
         wait_ready(cluster, cluster.spec.boot_timeout, fresh=True)
         write_ssh_access(cluster)
         clock.lap("ready")
+        if cluster.spec.images:
+            serve_images(cluster)
+            clock.lap("images")
         if (
             cluster.spec.fleet is not None
             and cluster.spec.config == "cloud-config"
@@ -142,6 +147,25 @@ def attach(
     cluster.watch_machines()
     wait_ready(cluster, timeout, fresh=False)
     write_ssh_access(cluster)
+
+
+def serve_images(cluster: Cluster) -> None:
+    """Every image of ``--coreos-images`` on every machine: Docker Hub names once the
+    deployment's registry is filled (it fills while the machines boot), the others by
+    ``docker load`` on each machine, all at once."""
+    assert cluster.deployment is not None
+    cluster.deployment.wait_for_images(cluster.spec.boot_timeout)
+    archives = [archive for archive in read_archives(cluster.spec.images) if archive.other_names()]
+    if not archives:
+        return
+    with ThreadPoolExecutor(len(cluster.machines), thread_name_prefix="coreos-images") as pool:
+        loads = [
+            pool.submit(machine.docker.load, archive.path)
+            for machine in cluster.machines
+            for archive in archives
+        ]
+        for load in loads:
+            load.result()
 
 
 def write_ssh_access(cluster: Cluster) -> None:

@@ -4,6 +4,8 @@ leaves nothing running."""
 
 from __future__ import annotations
 
+import io
+import tarfile
 from dataclasses import dataclass, field
 
 import pytest
@@ -12,6 +14,20 @@ from pytest_coreos.host.binaries import find_etcd
 from pytest_coreos.host.discovery import DiscoveryService
 
 USAGE = pytest.ExitCode.USAGE_ERROR
+
+
+def tar_of_a_text_file() -> str:
+    """A tar archive of one small text file: each of its bytes is ASCII, so it is text."""
+    data = b"not an image\n"
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as archive:
+        info = tarfile.TarInfo("notes.txt")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue().decode("ascii")
+
+
+TAR_OF_A_TEXT_FILE = tar_of_a_text_file()
 TEST_ERROR = pytest.ExitCode.TESTS_FAILED  # found only when a test asks for a cluster
 
 
@@ -228,6 +244,30 @@ CASES = {
         ("--coreos-discovery=http://127.0.0.1:9",),
         TEST_ERROR,
         "DiscoveryError: discovery service http://127.0.0.1:9: cannot be reached*",
+    ),
+    "images with the local provider": Case(
+        ("--coreos-images=busybox.tar",),
+        USAGE,
+        "--coreos-images: applies to the nspawn provider only (machines that run docker), "
+        "not to local*",
+    ),
+    "images archive missing": Case(
+        ("--coreos-provider=nspawn", "--coreos-images=missing.tar"),
+        USAGE,
+        "--coreos-images: */missing.tar: no such file*",
+    ),
+    "images archive not a tar": Case(
+        ("--coreos-provider=nspawn", "--coreos-images=notes.tar"),
+        USAGE,
+        "--coreos-images: */notes.tar: not a tar archive*",
+        files={"notes.tar": "hello, not an image\n"},
+    ),
+    "images archive of no image": Case(
+        ("--coreos-provider=nspawn", "--coreos-images=files.tar"),
+        USAGE,
+        "--coreos-images: */files.tar: a tar archive, but no image archive*",
+        # A tar of one text file (all of its bytes are ASCII).
+        files={"files.tar": TAR_OF_A_TEXT_FILE},
     ),
 }
 

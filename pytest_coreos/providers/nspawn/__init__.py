@@ -36,7 +36,7 @@ class NspawnProvider:
         reset=True,
     )
     default_discovery = "local"
-    options = frozenset({"network", "fleet"})  # its machines always live in a network lab
+    options = frozenset({"network", "fleet", "images"})  # its machines always live in a network lab
 
     def check(self, spec: ClusterSpec) -> None:
         if spec.discovery == "static":

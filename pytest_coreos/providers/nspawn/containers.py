@@ -39,9 +39,11 @@ from typing import Any
 import paramiko
 
 from pytest_coreos.config import cloud_config, etcd_env
+from pytest_coreos.config.images import docker_daemon_config
 from pytest_coreos.errors import ConfigError, ProcessError, ResetError
 from pytest_coreos.handles.machine import machine_names
 from pytest_coreos.host import datadir, fleet_release
+from pytest_coreos.host.images import read_archives
 from pytest_coreos.host.netns import NAMESPACE_PREFIX
 from pytest_coreos.host.process import (
     ManagedProcess,
@@ -68,6 +70,9 @@ SYSTEM_CALLS = "@keyring"
 # docker makes its bridge and iptables rules in the machine's network namespace, which a
 # container given one it did not make may not change without this capability.
 CAPABILITIES = "CAP_NET_ADMIN"
+# docker's configuration, and the folder of the images' marker (see wait-for-images).
+DOCKER_DAEMON_CONFIG = "/etc/docker/daemon.json"
+IMAGES_FOLDER = "/var/lib/pytest-coreos/images"
 # The container's init: found among systemd-nspawn's children once it has exec'ed.
 LEADER_WAIT = 10.0
 STOP_GRACE = 15.0
@@ -498,6 +503,7 @@ class NspawnDeployment(LabDeploymentBase):
             self.notices.append(notice)
         die_with_parent = not context.spec.keep
         masks = masked_paths(self.rootfs)
+        shared_binds = self.serve_images()
         for index, name in enumerate(machine_names(context.spec.instances), 1):
             network = lab.add_machine(name, index)
             allow_forwarding(network.netns_path)
@@ -521,6 +527,7 @@ class NspawnDeployment(LabDeploymentBase):
                 context.ssh_public_key_path: "/root/.ssh/authorized_keys",
                 user_data: USER_DATA,
             }
+            binds.update(shared_binds)
             if self.fleet is not None:  # the same binaries for every machine, read-only
                 binds[self.fleet.fleetd] = "/usr/bin/fleetd"
                 binds[self.fleet.fleetctl] = "/usr/bin/fleetctl"
@@ -589,6 +596,28 @@ class NspawnDeployment(LabDeploymentBase):
         context.remember(self.describe())
         return self.handles(context.ssh_key, context.ssh_public_key_path.with_suffix(""))
 
+    def serve_images(self) -> dict[Path, str]:
+        """With ``--coreos-images``: the lab's registry, started and filling while the
+        machines boot, and what every machine gets bound for it: docker's configuration
+        (the registry as its Docker Hub mirror) and the folder whose ``filling`` marker
+        holds its engine back until the images are served."""
+        spec = self.context.spec
+        if not spec.images:
+            return {}
+        archives = read_archives(tuple(str(path) for path in spec.images))
+        folder = self.context.workdir / "images"
+        folder.mkdir(mode=0o755, exist_ok=True)
+        marker = folder / "filling"
+        marker.touch()
+        host = self.lab.serve_images(
+            archives,
+            lambda: self.context.remember(self.describe()),
+            done=lambda: marker.unlink(missing_ok=True),
+        )
+        daemon = folder / "daemon.json"
+        daemon.write_text(docker_daemon_config(host))
+        return {daemon: DOCKER_DAEMON_CONFIG, folder: IMAGES_FOLDER}
+
     def handles(self, key: paramiko.PKey, identity_file: Path) -> list[MachineDescription]:
         """Its machines, every connection to them made from the lab's hub."""
         return [
@@ -618,6 +647,7 @@ class NspawnDeployment(LabDeploymentBase):
         }
 
     def close(self) -> None:
+        self.notices.extend(self.lab.registry_notices())
         for container in self.containers:
             container.resume()
         kill_all(self.machine_processes())

@@ -223,6 +223,9 @@ class SSHDeployment:
         """The same as close: nothing is kept or destroyed."""
         self.close()
 
+    def wait_for_images(self, timeout: float) -> None:
+        return None  # it serves no images: --coreos-images is refused for it
+
     def shell_prefix(self) -> list[str]:
         return []
 

@@ -216,6 +216,9 @@ class VagrantDeployment:
     def heal(self) -> None:
         """Nothing was cut."""
 
+    def wait_for_images(self, timeout: float) -> None:
+        return None  # it serves no images: --coreos-images is refused for it
+
     def shell_prefix(self) -> list[str]:
         """None: the machines are wherever libvirt's networks route them."""
         return []
