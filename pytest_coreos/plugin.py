@@ -305,7 +305,8 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """A failed test that used a cluster gets a report section per machine: the tail of
-    its etcd log and where the cluster's files are."""
+    its etcd log and where the cluster's files are; and, where the machine's Docker Engine
+    ran, its ``docker ps -a`` and the tail of each exited container's log."""
     report = yield
     error = call.excinfo.value if call.excinfo is not None else None
     if report.when == "setup" and isinstance(error, CoreOSError):
@@ -329,6 +330,15 @@ def pytest_runtest_makereport(
                         f"workdir: {cluster.workdir}\n{machine.logs(DIAGNOSTIC_LINES)}",
                     )
                 )
+                containers = (
+                    machine.docker.report(DIAGNOSTIC_LINES)
+                    if machine.systemd.available and machine.running and not machine.paused
+                    else ""
+                )
+                if containers:
+                    report.sections.append(
+                        (f"coreos {cluster.name} {machine.name} containers", containers)
+                    )
     return report
 
 

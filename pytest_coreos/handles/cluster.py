@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shlex
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -302,6 +302,7 @@ class Cluster:
             raise ResetError(self.name, "it was never booted")
         self.deployment.save_ready()
         self.etcd_at_ready = EtcdAtReady.record(self.etcd)
+        self._on_systemd_machines(lambda machine: machine.docker.save_ready())
 
     def reset(self, timeout: float | None = None) -> None:
         """Return the cluster to its state right after it became ready: every machine
@@ -348,6 +349,7 @@ class Cluster:
             if disturbed or self.last_reset == "restore" or not self._all_healthy():
                 self.session.wait_ready(self, wait, fresh=False)
             self._remove_deployed([m for m in self.machines if m.name in restarted])
+            self._on_systemd_machines(lambda machine: machine.docker.remove_since_ready())
             at_ready.since = self.etcd.index(quorum=False)
         except (CoreOSError, OSError) as error:
             self.reset_failed = True
@@ -384,6 +386,14 @@ class Cluster:
         """Every member healthy, each asked at once over its own handle."""
         with ThreadPoolExecutor(len(self.machines), thread_name_prefix="coreos-reset") as pool:
             return all(pool.map(lambda machine: machine.etcd.health(), self.machines))
+
+    def _on_systemd_machines(self, step: Callable[[Machine], object]) -> None:
+        """``step`` on every machine that runs systemd, all at once."""
+        machines = [m for m in self.machines if m.systemd.available]
+        if machines:
+            with ThreadPoolExecutor(len(machines), thread_name_prefix="coreos-docker") as pool:
+                for future in [pool.submit(step, machine) for machine in machines]:
+                    future.result()
 
     def _remove_deployed(self, machines: Sequence[Machine]) -> None:
         """Remove what tests deployed through the machines' handles (see

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from pytest_coreos.handles.docker import Docker
 from pytest_coreos.handles.etcd import EtcdClient
 from pytest_coreos.handles.ssh import SSHClient
 from pytest_coreos.handles.systemd import Systemd
@@ -76,6 +77,8 @@ class Machine:
         self.etcd = self.etcd_client(etcd_endpoints)
         # False where the machine runs no systemd of its own (the local provider's).
         self._has_systemd = systemd
+        # Its Docker Engine (machines with systemd have one): images, reports, reset.
+        self.docker = Docker(ssh, name)
         self._control = control
         self.on_change: Callable[[], None] = lambda: None  # its processes changed
         self.paused = False  # frozen through pause() and not resumed since
