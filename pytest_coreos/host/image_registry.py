@@ -241,3 +241,51 @@ class ImageRegistry:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def docker_archives(
+    archive: ImageArchive, folder: Path, timeout: float = COPY_TIMEOUT
+) -> list[Path]:
+    """What ``docker load`` reads of ``archive``'s images of other registries than Docker
+    Hub: the archive itself if ``docker save`` wrote it; else (an OCI archive, which
+    Docker 20.10 cannot load) one docker archive per name, written by skopeo into
+    ``folder``."""
+    names = archive.other_names()
+    if archive.kind == "docker-archive" or not names:
+        return [archive.path] if names else []
+    skopeo = str(find_skopeo())
+    folder.mkdir(parents=True, exist_ok=True)
+    environment = skopeo_environment(folder / "skopeo")
+    written = []
+    try:
+        for index, name in enumerate(names):
+            out = folder / f"{archive.path.stem}-{index}.tar"
+            out.unlink(missing_ok=True)
+            argv = [
+                skopeo,
+                "--insecure-policy",
+                f"--tmpdir={environment['TMPDIR']}",
+                "copy",
+                "--quiet",
+                archive.source(name),
+                f"docker-archive:{out}:{name}",
+            ]
+            done = subprocess.run(
+                argv,
+                env=environment,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+            if done.returncode != 0:
+                raise ProcessError(
+                    f"skopeo copy {name} ({archive.path}) to a docker archive",
+                    f"exited with status {done.returncode}",
+                    (done.stderr + done.stdout).strip()[-2000:],
+                )
+            written.append(out)
+    finally:
+        shutil.rmtree(folder / "skopeo", ignore_errors=True)
+    return written

@@ -17,6 +17,7 @@ from pytest_coreos.config import cloud_config, config_rb, etcd_env, fleet_env, i
 from pytest_coreos.errors import IgnitionError, UserDataError
 from pytest_coreos.handles.cluster import Cluster
 from pytest_coreos.handles.machine import Machine
+from pytest_coreos.host.image_registry import docker_archives
 from pytest_coreos.host.images import read_archives
 from pytest_coreos.providers import get_provider
 from pytest_coreos.providers.protocol import BootContext, MachineDescription
@@ -155,14 +156,17 @@ def serve_images(cluster: Cluster) -> None:
     ``docker load`` on each machine, all at once."""
     assert cluster.deployment is not None
     cluster.deployment.wait_for_images(cluster.spec.boot_timeout)
-    archives = [archive for archive in read_archives(cluster.spec.images) if archive.other_names()]
-    if not archives:
+    folder = cluster.workdir / "images-to-load"
+    files = [
+        path
+        for archive in read_archives(cluster.spec.images)
+        for path in docker_archives(archive, folder)
+    ]
+    if not files:
         return
     with ThreadPoolExecutor(len(cluster.machines), thread_name_prefix="coreos-images") as pool:
         loads = [
-            pool.submit(machine.docker.load, archive.path)
-            for machine in cluster.machines
-            for archive in archives
+            pool.submit(machine.docker.load, path) for machine in cluster.machines for path in files
         ]
         for load in loads:
             load.result()

@@ -73,12 +73,6 @@ def test_the_containers_suite_passes_against_real_fleet_and_docker(
 
 
 REPORT_AND_RESET = """
-def test_the_engine_waits_for_the_first_docker_command(coreos_fresh_cluster):
-    machine = coreos_fresh_cluster.machines[0]
-    states = machine.ssh.run("systemctl is-active docker.socket docker.service", check=False)
-    assert states.stdout.split() == ["active", "inactive"]
-
-
 def test_a_test_makes_containers_volumes_and_networks(coreos_fresh_cluster):
     machine = coreos_fresh_cluster.machines[0]
     machine.ssh.run("docker network create made-by-a-test")
@@ -98,6 +92,12 @@ def test_the_next_test_finds_none_of_them(coreos_fresh_cluster):
     assert "busybox" in machine.ssh.run("docker images --format '{{.Repository}}'").stdout
 
 
+def test_images_of_other_registries_were_loaded(coreos_fresh_cluster):
+    for machine in coreos_fresh_cluster:
+        for image in ("registry.example.test/team/tool:1.0", "quay.io/example/oci-tool:2"):
+            assert machine.ssh.run(["docker", "run", "--rm", image, "echo", "ok"]).stdout == "ok\\n"
+
+
 def test_a_failing_test_shows_the_containers(coreos_fresh_cluster):
     machine = coreos_fresh_cluster.machines[0]
     machine.ssh.run("docker run --name talker busybox echo said-before-it-exited")
@@ -107,14 +107,25 @@ def test_a_failing_test_shows_the_containers(coreos_fresh_cluster):
 
 @pytest.mark.needs_root
 def test_failure_reports_show_containers_and_a_reset_removes_what_a_test_made(
-    inner: pytest.Pytester, assert_nothing_left, image: Path
+    inner: pytest.Pytester, assert_nothing_left, image: Path, tmp_path: Path
 ) -> None:
     cgroups = machine_cgroups()
+    # Names of other registries: a docker archive, and an OCI one (written by skopeo).
+    other = busybox_image(tmp_path / "tool.tar", "registry.example.test/team/tool:1.0")
+    oci = tmp_path / "oci-tool.tar"
+    subprocess.run(
+        ["skopeo", "--insecure-policy", "copy", "--quiet", f"docker-archive:{image}",
+         f"oci-archive:{oci}:quay.io/example/oci-tool:2"],
+        check=True,
+        env={"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path), "HOME": str(tmp_path),
+             "XDG_DATA_HOME": str(tmp_path), "_CONTAINERS_ROOTLESS_UID": "65534"},
+    )  # fmt: skip
     inner.makepyfile(test_containers=REPORT_AND_RESET)
     result = inner.runpytest_subprocess(
         "--coreos-provider=nspawn",
-        "--coreos-instances=1",
-        f"--coreos-images={image}",
+        "--coreos-instances=2",
+        f"--coreos-images={image},{other}",
+        f"--coreos-images={oci}",
         "-p",
         "no:cacheprovider",
     )

@@ -100,6 +100,9 @@ def test_a_cluster_of_containers_boots_survives_a_kill_and_leaves_nothing(
             generators = machine.ssh.run("ls /etc/systemd/system-generators").stdout.split()
             assert "systemd-fstab-generator" in generators
             assert machine.ssh.run("systemctl list-units --failed --no-legend").stdout == ""
+            # Docker as on CoreOS: its socket listens, the engine waits for a docker command.
+            engine = "systemctl is-active docker.socket docker.service containerd.service"
+            assert machine.ssh.run(engine, check=False).stdout == "active\ninactive\ninactive\n"
         assert len(cluster.etcd.members()) == 3
         containers = nspawn_processes(cluster.workdir)
         assert len(containers) == 3
