@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 from pytest_coreos import BootTimeoutError, EtcdError
+from pytest_coreos.image.archive import busybox_image
 
 
 def test_private_addresses_are_the_seeds(coreos_cluster):
@@ -38,6 +39,26 @@ def test_etcdctl_inside_each_machine_sees_the_cluster(coreos_cluster):
         assert len(listed.stdout.splitlines()) == len(coreos_cluster)
         # the v2 store, as CoreOS's etcd served it
         assert machine.etcd.get(key) == "from the host"
+
+
+def test_docker_etcdctl_and_the_environment_as_coreos_had_them(coreos_cluster, tmp_path):
+    """Docker Engine from its socket at the first docker command (the VM's own cgroups),
+    etcdctl speaking v2 to the machine's member, and /etc/environment's addresses."""
+    image = busybox_image(tmp_path / "busybox.tar")
+    key = f"/e2e/{uuid.uuid4().hex}"
+    for machine in coreos_cluster:
+        ssh = machine.ssh
+        environment = ssh.read_text("/etc/environment")
+        assert f"COREOS_PRIVATE_IPV4={machine.private_ipv4}" in environment
+        assert f"COREOS_PUBLIC_IPV4={machine.public_ipv4}" in environment
+        ssh.run(["etcdctl", "set", f"{key}/{machine.name}", "v2", "--ttl", "600"])
+        assert coreos_cluster.etcd.get(f"{key}/{machine.name}") == "v2"
+    machine = coreos_cluster.machines[0]
+    states = machine.ssh.run("systemctl is-active docker.socket docker.service", check=False)
+    assert states.stdout.split() == ["active", "inactive"]
+    machine.docker.load(image)
+    run = "docker run --rm -p $COREOS_PUBLIC_IPV4:8080:80 busybox echo from a container"
+    assert machine.ssh.run(f". /etc/environment; {run}").stdout == "from a container\n"
 
 
 def test_units_were_written_enabled_and_started(coreos_cluster):
