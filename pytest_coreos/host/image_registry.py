@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import requests
 
-from pytest_coreos.config.images import ImageArchive
+from pytest_coreos.config.images import ImageArchive, unserved_pulls
 from pytest_coreos.config.registry import registry_config
 from pytest_coreos.errors import ProcessError
 from pytest_coreos.host.addresses import AddressBlock, claim_block
@@ -224,6 +225,22 @@ class ImageRegistry:
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
+    def unserved_notice(self, cluster: str) -> str | None:
+        """One line for the run's summary where ``cluster``'s machines pulled an image the
+        registry does not serve (docker's own error said the rest), from its log."""
+        try:
+            log = (self.directory / "registry.log").read_text(errors="replace")
+        except OSError:
+            return None
+        missing = unserved_pulls(log)
+        if not missing:
+            return None
+        return (
+            f"docker pull found no image for {', '.join(missing)} on {cluster}'s machines: "
+            "only the images given with --coreos-images are served (add its archive, e.g. "
+            "from docker save NAME -o FILE)"
+        )
+
     def close(self) -> None:
         """Kill the registry, release its address and remove its folder, storage and all."""
         kill_all(self.processes)
@@ -289,3 +306,11 @@ def docker_archives(
     finally:
         shutil.rmtree(folder / "skopeo", ignore_errors=True)
     return written
+
+
+def free_port(address: str) -> int:
+    """A TCP port free on ``address`` now, for a registry on an address that other
+    clusters of the session may share (a Vagrant private network's host side)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((address, 0))
+        return int(probe.getsockname()[1])

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import paramiko
 
-from pytest_coreos.config.images import ImageArchive, unserved_pulls
+from pytest_coreos.config.images import ImageArchive
 from pytest_coreos.errors import ConfigError, ImagesError
 from pytest_coreos.handles.machine import machine_names
 from pytest_coreos.handles.ssh import SSHClient
@@ -163,22 +163,11 @@ class Lab:
             ) from self._fill_error
 
     def registry_notices(self) -> list[str]:
-        """One line for the run's summary where the machines pulled an image the registry
-        does not serve (docker's own error said the rest)."""
+        """What its registry has to say in the run's summary (see unserved_notice)."""
         if self.registry is None:
             return []
-        try:
-            log = (self.registry.directory / "registry.log").read_text(errors="replace")
-        except OSError:
-            return []
-        missing = unserved_pulls(log)
-        if not missing:
-            return []
-        return [
-            f"docker pull found no image for {', '.join(missing)} on "
-            f"{self.context.workdir.name}'s machines: only the images given with "
-            "--coreos-images are served (add its archive, e.g. from docker save NAME -o FILE)"
-        ]
+        notice = self.registry.unserved_notice(self.context.workdir.name)
+        return [notice] if notice is not None else []
 
     def partition(self, groups: Sequence[Sequence[str]]) -> None:
         """Cut the lab between groups of machines; outside a lab, a ConfigError."""

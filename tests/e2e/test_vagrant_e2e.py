@@ -3,8 +3,10 @@ of the stand-in box (``box/build-box``) through the plugin, and the same example
 local provider runs passes against them, with checks of the VMs' own on top
 (``vagrant_machines.py``: etcd peers, SSH, units, a suspended and a halted member), the
 systemd units suite users run on nspawn (``examples/systemd/check_units.py``) and, given
-fleet (``$PYTEST_COREOS_FLEET``, as for the nspawn tests), the real-fleet suite
-(``examples/fleet/check_fleet.py``, last: it kills a machine).
+fleet (``$PYTEST_COREOS_FLEET``, as for the nspawn tests), the container suite
+(``examples/containers/check_containers.py``, with the busybox test image given as
+``--coreos-images``) and the real-fleet suite (``examples/fleet/check_fleet.py``, last:
+it kills a machine).
 
 Everything that talks to the VMs' addresses happens inside a network namespace this test
 creates (``conftest.py``): libvirtd and virtlogd are started in it, and an inner pytest
@@ -25,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from pytest_coreos.image.archive import busybox_image
+
 pytestmark = pytest.mark.vagrant_e2e
 
 CHECKS = Path(__file__).resolve().parent / "vagrant_machines.py"
@@ -33,6 +37,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 UNITS_SUITE = EXAMPLES / "systemd" / "check_units.py"
 # The real-fleet suite users run on nspawn, unchanged on VMs; the release as for nspawn.
 FLEET_SUITE = EXAMPLES / "fleet" / "check_fleet.py"
+CONTAINERS_SUITE = EXAMPLES / "containers" / "check_containers.py"
 FLEET_ENVIRONMENT = "PYTEST_COREOS_FLEET"
 # The test an interrupted or killed inner run is about to run: any that needs the cluster.
 PROBE = "test_private_addresses_are_the_seeds"
@@ -48,14 +53,23 @@ def test_three_vms_through_the_plugin(
     checks = str(CHECKS.relative_to(e2e.REPO))
     log = tmp_path / "inner.log"
     fleet = os.environ.get(FLEET_ENVIRONMENT)
+    image = busybox_image(tmp_path / "busybox.tar")
     fleet_args = (
-        [f"--coreos-fleet={fleet}", str(FLEET_SUITE.relative_to(e2e.REPO))] if fleet else []
+        [
+            f"--coreos-fleet={fleet}",
+            # Both suites kill a machine in their last test; fleet's comes last.
+            str(CONTAINERS_SUITE.relative_to(e2e.REPO)),
+            str(FLEET_SUITE.relative_to(e2e.REPO)),
+        ]
+        if fleet
+        else []
     )
     timings["fleet suite"] = "run" if fleet else f"not run ({FLEET_ENVIRONMENT} not set)"
     with e2e.open_lab() as lab:
         inner_status, lines = lab.run_inner(
             [
                 *e2e.cluster_args(box, 3),
+                f"--coreos-images={image}",
                 # Files, not the examples/ folder: pytest drops a file argument that lies in
                 # a folder argument, and the folder collects only test_*.py.
                 str((EXAMPLES / "test_etcd_cluster.py").relative_to(e2e.REPO)),
@@ -104,6 +118,8 @@ def test_three_vms_through_the_plugin(
     assert "check_units.py::test_a_failing_unit_reports_its_journal PASSED" in output
     if fleet:
         assert "check_fleet.py::test_fleet_moves_the_units_of_a_lost_machine PASSED" in output
+        moved = "test_fleet_moves_a_container_unit_off_a_lost_machine PASSED"
+        assert f"check_containers.py::{moved}" in output
     assert left == [], f"left in libvirt after the inner run: {left}"
 
     interrupted_output = "\n".join(line for _, line in interrupted[1])

@@ -248,8 +248,8 @@ CASES = {
     "images with the local provider": Case(
         ("--coreos-images=busybox.tar",),
         USAGE,
-        "--coreos-images: applies to the nspawn provider only (machines that run docker), "
-        "not to local*",
+        "--coreos-images: applies to the vagrant and nspawn providers only (machines that "
+        "run docker), not to local*",
     ),
     "images archive missing": Case(
         ("--coreos-provider=nspawn", "--coreos-images=missing.tar"),

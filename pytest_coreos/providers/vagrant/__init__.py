@@ -38,11 +38,14 @@ class VagrantProvider:
     )
     # VMs reach discovery.etcd.io like a user would.
     default_discovery = "public"
-    options = frozenset({"vagrant_dir", "box", "vagrant_provider", "vagrant_options", "fleet"})
+    options = frozenset(
+        {"vagrant_dir", "box", "vagrant_provider", "vagrant_options", "fleet", "images"}
+    )
 
     def check(self, spec: ClusterSpec) -> None:
         settings.check_ignition_support(spec)
         settings.check_discovery(spec)
+        settings.check_images(spec)
 
     def settle(self, spec: ClusterSpec, *, instances_given: bool) -> ClusterSpec:
         return spec

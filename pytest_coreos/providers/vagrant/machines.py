@@ -41,10 +41,13 @@ import paramiko
 import vagrant
 
 from pytest_coreos.config import cloud_config, etcd_env
+from pytest_coreos.config.images import docker_daemon_config
 from pytest_coreos.errors import CoreOSError, SSHError
 from pytest_coreos.handles.machine import machine_names
 from pytest_coreos.handles.ssh import SSHClient
 from pytest_coreos.host import fleet_release
+from pytest_coreos.host.image_registry import ImageRegistry, free_port
+from pytest_coreos.host.images import read_archives
 from pytest_coreos.host.process import tail
 from pytest_coreos.host.sshd import generate_ed25519_key
 from pytest_coreos.image import builder
@@ -176,6 +179,7 @@ class VagrantDeployment:
         self._up_started = record is not None  # whether any VM may exist
         self._early_ssh_config: str | None = None
         self._uri = libvirt_uri(spec) if self.provider_name == "libvirt" else LIBVIRT_URI
+        self.registry: ImageRegistry | None = None  # with --coreos-images
         if record is None:
             check_ignition_support(spec)
             self.name_prefix = f"{NAME_PREFIX}{session_tag(context)}-"
@@ -217,7 +221,7 @@ class VagrantDeployment:
         """Nothing was cut."""
 
     def wait_for_images(self, timeout: float) -> None:
-        return None  # it serves no images: --coreos-images is refused for it
+        return None  # its registry is filled before the VMs boot (see serve_images)
 
     def shell_prefix(self) -> list[str]:
         """None: the machines are wherever libvirt's networks route them."""
@@ -225,7 +229,7 @@ class VagrantDeployment:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "processes": [],
+            "processes": self.registry.describe() if self.registry is not None else [],
             "namespaces": [],
             "vagrant": {
                 "directory": str(self.directory),
@@ -292,9 +296,33 @@ class VagrantDeployment:
         context.remember(self.describe())
         if self.libvirt:
             ensure_libvirt_network(self.network, self._uri)
+        self.serve_images(names)
         self.machines = [VagrantMachine(self, name) for name in names]
         self.up()
         return self.handles()
+
+    def serve_images(self, names: Sequence[str]) -> None:
+        """With ``--coreos-images``: a registry on this host's side of the VMs' network
+        (where they reach the session's discovery service), filled before they boot (a
+        fraction of a second beside a VM's boot), and each machine's docker configuration
+        naming it as the Docker Hub mirror, provisioned with its host key."""
+        spec = self.context.spec
+        if not spec.images:
+            return
+        address = f"{self.network}.1"
+        self.registry = ImageRegistry(
+            self.context.workdir / "registry",
+            address=address,
+            port=free_port(address),
+            die_with_parent=not spec.keep,
+        )
+        self.context.remember(self.describe())
+        self.registry.start(timeout=spec.boot_timeout)
+        self.context.remember(self.describe())
+        self.registry.fill(read_archives(tuple(str(path) for path in spec.images)))
+        config = docker_daemon_config(self.registry.host)
+        for name in names:
+            (self._host_key_path(name).parent / "daemon.json").write_text(config)
 
     def _stand_in_box(self) -> str:
         """The stand-in box's file, built from the installed package (a few minutes,
@@ -505,6 +533,10 @@ class VagrantDeployment:
                 log_path=self.log_path,
             )
         finally:
+            if self.registry is not None:
+                notice = self.registry.unserved_notice(self.context.workdir.name)
+                self.notices.extend([notice] if notice is not None else [])
+                self.registry.close()
             release_addresses(self.addresses)
             if self.libvirt and self.network_name:
                 with contextlib.suppress(VagrantError):

@@ -12,8 +12,9 @@
 #     for libvirt its kernel and initrd, copied where QEMU reads them;
 #   - one provisioning pass: hostname, COREOS_PRIVATE_IPV4/COREOS_PUBLIC_IPV4 in
 #     /etc/environment (as CoreOS's Vagrant support wrote them), the SSH host key the
-#     plugin pins, fleetd and fleetctl in /usr/bin (with --coreos-fleet), and the user-data
-#     moved to /var/lib/coreos-vagrant/vagrantfile-user-data.
+#     plugin pins, fleetd and fleetctl in /usr/bin (with --coreos-fleet), docker's
+#     /etc/docker/daemon.json (with --coreos-images), and the user-data moved to
+#     /var/lib/coreos-vagrant/vagrantfile-user-data.
 require "json"
 
 module PytestCoreOS
@@ -50,6 +51,10 @@ module PytestCoreOS
         install -m 755 "/tmp/pytest-coreos/$binary" "/usr/bin/$binary"
       fi
     done
+    # docker's configuration, with --coreos-images: the session's registry as its mirror.
+    if [ -f /tmp/pytest-coreos/daemon.json ]; then
+      install -D -m 644 /tmp/pytest-coreos/daemon.json /etc/docker/daemon.json
+    fi
     rm -rf /tmp/pytest-coreos
     if [ -f /tmp/vagrantfile-user-data ]; then
       mkdir -p /var/lib/coreos-vagrant

@@ -267,3 +267,28 @@ def check_discovery(spec: ClusterSpec) -> None:
             f"VMs run on another host ({libvirt_uri(spec)})",
             "use --coreos-discovery=public or the URL of a discovery service they reach",
         )
+
+
+def check_images(spec: ClusterSpec) -> None:
+    """``--coreos-images`` serves the images from a registry on the host's address on the
+    private network, as local discovery does: only a local libvirt makes that network
+    beforehand; and a kept cluster's registry is not attached to again."""
+    if not spec.images:
+        return
+    provider = vagrant_provider_name(spec)
+    if provider != "libvirt" or remote_libvirt(spec):
+        where = f"not {provider}" if provider != "libvirt" else f"not {libvirt_uri(spec)}"
+        raise ConfigError(
+            "--coreos-images",
+            "the images are served from this host's address on the VMs' network, which only "
+            f"a local libvirt Vagrant provider makes beforehand ({where})",
+            "use the libvirt provider on this host, or load images in a test with "
+            "machine.docker.load(PATH)",
+        )
+    if spec.reuse:
+        raise ConfigError(
+            "--coreos-images",
+            "does not go with --coreos-reuse on the vagrant provider (a kept cluster's "
+            "registry is not attached to again)",
+            "leave one of them out",
+        )
