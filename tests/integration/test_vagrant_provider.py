@@ -443,6 +443,7 @@ def test_the_agent_uses_the_one_etcd_mapping_and_applies_units(tmp_path: Path) -
     assert todo.commands == [
         ("start", "etcd2.service"),
         ("start", "fleet.service"),
+        ("start", "myapp.service"),
         ("start", "hello.service"),
     ]
     # fleet's section, as coreos-cloudinit wrote it; its etcd is the machine's own.
