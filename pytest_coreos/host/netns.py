@@ -32,6 +32,8 @@ The test process and the hub are in no group: they keep reaching every machine.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import hashlib
 import ipaddress
 import json
@@ -59,6 +61,7 @@ from pytest_coreos.host.addresses import LAB_NETWORK, SubnetClaim, claim_subnet
 
 NAMESPACE_PREFIX = "pytest-coreos-"
 NETNS_DIR = Path("/run/netns")
+CLONE_NEWNET = 0x40000000  # setns(2): join a network namespace
 SYS_NET = Path("/sys/class/net")
 HUB_SUFFIX = "hub"
 BRIDGE = "br0"
@@ -98,6 +101,41 @@ class NetworkError(CoreOSError):
         self.subject = subject
         self.problem = problem
         super().__init__(f"{subject}: {problem}")
+
+
+def write_sysctl(netns_path: Path, name: str, value: str) -> None:
+    """Set the network sysctl ``name`` (``net.ipv4.ip_forward``) in the namespace at
+    ``netns_path``, from a thread of this process that joins that namespace and then ends:
+    /proc/sys/net shows the namespace of the thread that reads it, so this process's own
+    stays untouched, and no ``nsenter``/``sysctl`` process is started (2 ms each)."""
+    if not name.startswith("net."):
+        raise ValueError(f"{name} is not a network namespace's sysctl")
+    target = Path("/proc/sys", *name.split("."))
+    failures: list[OSError] = []
+
+    def inside() -> None:
+        try:
+            descriptor = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if _libc().setns(descriptor, CLONE_NEWNET) != 0:
+                    number = ctypes.get_errno()
+                    raise OSError(number, os.strerror(number))
+            finally:
+                os.close(descriptor)
+            target.write_text(value + "\n")
+        except OSError as error:
+            failures.append(error)
+
+    worker = threading.Thread(target=inside, name=f"sysctl {name}")
+    worker.start()
+    worker.join()
+    if failures:
+        raise NetworkError(f"sysctl {name}={value} in {netns_path}", str(failures[0]))
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def _tool(name: str) -> str | None:

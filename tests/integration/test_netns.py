@@ -948,3 +948,21 @@ def test_a_host_rule_sending_part_of_the_subnet_elsewhere_stops_the_lab() -> Non
         subprocess.run(["ip", "rule", "del", *rule], check=False)
         subprocess.run(["ip", "route", "flush", "table", "7777"], check=False)
         lab.destroy()
+
+
+def test_a_sysctl_is_written_in_a_machines_namespace_only(lab: NetworkLab) -> None:
+    machine = lab.machines[0]
+    name = "net/ipv4/conf/lo/forwarding"  # a namespace's own, unused by the other tests
+
+    def inside() -> str:
+        argv = machine.command(["cat", f"/proc/sys/{name}"])
+        return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
+
+    host_before = Path("/proc/sys", name).read_text().strip()
+    netns.write_sysctl(machine.netns_path, name.replace("/", "."), "1")
+    assert inside() == "1"
+    netns.write_sysctl(machine.netns_path, name.replace("/", "."), "0")
+    assert inside() == "0"
+    assert Path("/proc/sys", name).read_text().strip() == host_before
+    with pytest.raises(NetworkError, match=r"sysctl net\.ipv4\.ip_forward=1 in .*absent"):
+        netns.write_sysctl(NETNS_DIR / "pytest-coreos-absent", "net.ipv4.ip_forward", "1")

@@ -44,7 +44,7 @@ from pytest_coreos.errors import ConfigError, ProcessError, ResetError
 from pytest_coreos.handles.machine import machine_names
 from pytest_coreos.host import datadir, fleet_release
 from pytest_coreos.host.images import read_archives
-from pytest_coreos.host.netns import NAMESPACE_PREFIX
+from pytest_coreos.host.netns import NAMESPACE_PREFIX, write_sysctl
 from pytest_coreos.host.process import (
     ManagedProcess,
     descendants_of,
@@ -206,14 +206,7 @@ def allow_forwarding(netns_path: Path) -> None:
     """Let the machine's network namespace forward IPv4, as a machine of its own does:
     docker publishes ports to its containers through it, and a container given a namespace
     it did not make cannot set it from inside (its /proc/sys is read-only)."""
-    result = subprocess.run(
-        ["nsenter", f"--net={netns_path}", "--", "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise ProcessError("sysctl net.ipv4.ip_forward", result.stderr.strip())
+    write_sysctl(netns_path, "net.ipv4.ip_forward", "1")
 
 
 def _ids(rootfs: Path, user: str) -> tuple[int, int]:
