@@ -15,7 +15,7 @@ import secrets
 import shutil
 import socket
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -55,6 +55,28 @@ def skopeo_environment(work: Path) -> dict[str, str]:
         "TMPDIR": str(temporary),
         "_CONTAINERS_ROOTLESS_UID": _ROOTLESS_UID,
     }
+
+
+def skopeo_copy(argv: list[str], environment: Mapping[str, str], what: str, timeout: float) -> None:
+    """Run one ``skopeo copy`` (``argv``, wrapped as it must run); a failure or a time-out
+    is a ProcessError naming ``what`` with the end of skopeo's output."""
+    try:
+        done = subprocess.run(
+            argv,
+            env=dict(environment),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as error:
+        raise ProcessError(what, f"did not finish within {timeout:.0f}s") from error
+    if done.returncode != 0:
+        output = (done.stderr + done.stdout).strip()
+        raise ProcessError(
+            what, f"exited with status {done.returncode}", "\n".join(output.splitlines()[-20:])
+        )
 
 
 def _as_wrapper(command: Command | None) -> Callable[[list[str]], list[str]]:
@@ -198,25 +220,7 @@ class ImageRegistry:
                 ]
             )
             what = f"skopeo copy {name} ({archive.path}) to {self.host}/{in_registry}"
-            try:
-                done = subprocess.run(
-                    argv,
-                    env=environment,
-                    stdin=subprocess.DEVNULL,
-                    capture_output=True,
-                    text=True,
-                    timeout=timeout,
-                    check=False,
-                )
-            except subprocess.TimeoutExpired as error:
-                raise ProcessError(what, f"did not finish within {timeout:.0f}s") from error
-            if done.returncode != 0:
-                output = (done.stderr + done.stdout).strip()
-                raise ProcessError(
-                    what,
-                    f"exited with status {done.returncode}",
-                    "\n".join(output.splitlines()[-20:]),
-                )
+            skopeo_copy(argv, environment, what, timeout)
             return in_registry
 
         try:
@@ -287,21 +291,8 @@ def docker_archives(
                 archive.source(name),
                 f"docker-archive:{out}:{name}",
             ]
-            done = subprocess.run(
-                argv,
-                env=environment,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-            )
-            if done.returncode != 0:
-                raise ProcessError(
-                    f"skopeo copy {name} ({archive.path}) to a docker archive",
-                    f"exited with status {done.returncode}",
-                    (done.stderr + done.stdout).strip()[-2000:],
-                )
+            what = f"skopeo copy {name} ({archive.path}) to a docker archive"
+            skopeo_copy(argv, environment, what, timeout)
             written.append(out)
     finally:
         shutil.rmtree(folder / "skopeo", ignore_errors=True)
