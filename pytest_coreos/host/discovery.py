@@ -15,10 +15,11 @@ from pathlib import Path
 
 import requests
 
-from pytest_coreos.errors import DiscoveryError, ProcessError
-from pytest_coreos.host.addresses import AddressBlock, claim_block
+from pytest_coreos.errors import DiscoveryError
+from pytest_coreos.host.addresses import claim_block
 from pytest_coreos.host.binaries import EtcdBinary, find_discovery_service
-from pytest_coreos.host.process import ManagedProcess, kill_all
+from pytest_coreos.host.process import ManagedProcess
+from pytest_coreos.host.service import LocalService
 from pytest_coreos.waiting import NotReady, poll
 
 DISCOVERY_PORT = 8087
@@ -90,7 +91,7 @@ def check_token(url: str, size: int, *, timeout: float = 10.0) -> None:
         )
 
 
-class DiscoveryService:
+class DiscoveryService(LocalService):
     """A private discovery service for one pytest session: on a loopback address of its
     own, or on ``address`` (the host's side of a VM network, so that VMs reach it)."""
 
@@ -104,18 +105,14 @@ class DiscoveryService:
         command: Callable[[list[str]], list[str]] | None = None,
         session: requests.Session | None = None,
     ) -> None:
+        # Where it runs and how it is reached: inside a network lab's hub namespace, the
+        # lab's command prefix and a session bound to the lab's link.
+        super().__init__(command=command, session=session, die_with_parent=die_with_parent)
         self.etcd = etcd
         self.workdir = workdir
         self.address = address  # None: a loopback block of its own
-        # Where it runs and how it is reached: inside a network lab's hub namespace, the
-        # lab's command prefix and a session bound to the lab's link.
-        self._command = command or (lambda argv: argv)
-        self.die_with_parent = die_with_parent
-        self.block: AddressBlock | None = None
-        self.processes: list[ManagedProcess] = []
         self.etcd_url = ""
         self.url = ""  # what /new is asked of; "" when only the etcd keys endpoint is used
-        self._session = session or requests.Session()
 
     def __repr__(self) -> str:
         return f"<DiscoveryService {self.url or self.etcd_url}>"
@@ -185,13 +182,7 @@ class DiscoveryService:
         )
 
     def _ready(self) -> None:
-        for process in self.processes:
-            if not process.running:
-                raise ProcessError(
-                    process.name,
-                    f"exited with status {process.exit_status} while starting",
-                    process.log_tail(),
-                )
+        self._check_running()
         probes = [f"{self.etcd_url}/v2/keys/"]
         if self.url:
             probes.append(f"{self.url}/health")
@@ -202,10 +193,6 @@ class DiscoveryService:
                 raise NotReady(f"{probe}: {type(error).__name__}") from error
             if probe.endswith("/v2/keys/") and answer.status_code != 200:
                 raise NotReady(f"{probe}: HTTP {answer.status_code}")
-
-    def describe(self) -> list[dict[str, object]]:
-        """The state records of its processes, for reaping."""
-        return [process.to_record() for process in self.processes if process.started]
 
     def new_cluster(self, size: int) -> str:
         """A fresh discovery URL for a cluster of ``size`` members."""
@@ -220,19 +207,3 @@ class DiscoveryService:
         if answer.status_code not in (200, 201):
             raise DiscoveryError(self.etcd_url, f"PUT size answered HTTP {answer.status_code}")
         return url
-
-    def close(self) -> None:
-        """Kill both processes and release the address block."""
-        kill_all(self.processes)
-        self.processes.clear()
-        self._session.close()
-        if self.block is not None:
-            self.block.close()
-            self.block = None
-
-    def __enter__(self) -> DiscoveryService:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()

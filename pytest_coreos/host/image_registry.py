@@ -15,7 +15,7 @@ import secrets
 import shutil
 import socket
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,9 +24,10 @@ import requests
 from pytest_coreos.config.images import ImageArchive, unserved_pulls
 from pytest_coreos.config.registry import registry_config
 from pytest_coreos.errors import ProcessError
-from pytest_coreos.host.addresses import AddressBlock, claim_block
+from pytest_coreos.host.addresses import claim_block
 from pytest_coreos.host.binaries import find_docker_registry, find_skopeo
 from pytest_coreos.host.process import ManagedProcess, kill_all
+from pytest_coreos.host.service import Command, LocalService
 from pytest_coreos.waiting import NotReady, poll
 
 REGISTRY_PORT = 5000
@@ -37,8 +38,6 @@ _COPIES_AT_ONCE = 4
 # variable containers/image itself reads), and nothing of it is left outside the
 # registry's folder.
 _ROOTLESS_UID = "65534"
-
-Command = Callable[[list[str]], list[str]] | Sequence[str]
 
 
 def skopeo_environment(work: Path) -> dict[str, str]:
@@ -79,16 +78,7 @@ def skopeo_copy(argv: list[str], environment: Mapping[str, str], what: str, time
         )
 
 
-def _as_wrapper(command: Command | None) -> Callable[[list[str]], list[str]]:
-    if command is None:
-        return lambda argv: argv
-    if callable(command):
-        return command
-    prefix = list(command)
-    return lambda argv: [*prefix, *argv]
-
-
-class ImageRegistry:
+class ImageRegistry(LocalService):
     """A private image registry for one pytest session, on ``address`` (None: a loopback
     block of its own) and ``port``. ``command`` runs its programs elsewhere (a prefix such
     as ``["ip", "netns", "exec", HUB]``, or a function such as a lab's ``hub_command``):
@@ -104,17 +94,10 @@ class ImageRegistry:
         session: requests.Session | None = None,
         die_with_parent: bool = True,
     ) -> None:
+        super().__init__(command=command, session=session, die_with_parent=die_with_parent)
         self.directory = directory
         self.address = address
         self.port = port
-        self._command = _as_wrapper(command)
-        self.die_with_parent = die_with_parent
-        self.block: AddressBlock | None = None
-        self.processes: list[ManagedProcess] = []
-        if session is None:
-            session = requests.Session()
-            session.trust_env = False  # a proxy from the environment would send it away
-        self._session = session
 
     def __repr__(self) -> str:
         return f"<ImageRegistry {self.url or self.directory}>"
@@ -167,13 +150,7 @@ class ImageRegistry:
             raise
 
     def _ready(self) -> None:
-        for process in self.processes:
-            if not process.running:
-                raise ProcessError(
-                    process.name,
-                    f"exited with status {process.exit_status} while starting",
-                    process.log_tail(),
-                )
+        self._check_running()
         probe = f"{self.url}/v2/"
         try:
             answer = self._session.get(probe, timeout=1.0)
@@ -181,10 +158,6 @@ class ImageRegistry:
             raise NotReady(f"{probe}: {type(error).__name__}") from error
         if answer.status_code != 200:
             raise NotReady(f"{probe}: HTTP {answer.status_code}")
-
-    def describe(self) -> list[dict[str, object]]:
-        """The state record of its process, for reaping."""
-        return [process.to_record() for process in self.processes if process.started]
 
     def fill(self, archives: Sequence[ImageArchive], timeout: float = COPY_TIMEOUT) -> list[str]:
         """Push every Docker Hub name of ``archives`` into the registry, several at once,
@@ -247,21 +220,11 @@ class ImageRegistry:
 
     def close(self) -> None:
         """Kill the registry, release its address and remove its folder, storage and all."""
-        kill_all(self.processes)
-        self.processes.clear()
-        self._session.close()
-        if self.block is not None:
-            self.block.close()
-            self.block = None
+        own_address = self.block is not None
+        super().close()
+        if own_address:
             self.address = None
         shutil.rmtree(self.directory, ignore_errors=True)
-
-    def __enter__(self) -> ImageRegistry:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 def docker_archives(
