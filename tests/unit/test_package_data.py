@@ -8,10 +8,11 @@ import fnmatch
 import tomllib
 from pathlib import Path
 
-import pytest_coreos
-
-PACKAGE = Path(pytest_coreos.__file__).parent
-PYPROJECT = PACKAGE.parent / "pyproject.toml"
+# The checkout's source, not the installed package: package-data decides what a wheel
+# built from this checkout holds (the suite runs against an installed wheel too).
+REPO = Path(__file__).resolve().parents[2]
+PACKAGE = REPO / "pytest_coreos"
+PYPROJECT = REPO / "pyproject.toml"
 
 
 def data_files() -> list[str]:
