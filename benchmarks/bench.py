@@ -239,6 +239,51 @@ def wait_for_quiet(threshold: float | None, limit: float) -> float:
     return busy
 
 
+def add_quiet_options(parser: argparse.ArgumentParser, before: str, wait: float) -> None:
+    """``--quiet FRACTION`` (wait, ``before``, until others use less than that share of the
+    CPUs) and ``--quiet-wait SECONDS`` (the longest such wait, ``wait`` by default)."""
+    parser.add_argument(
+        "--quiet",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help=f"{before}, wait until others use less than this fraction of the CPUs "
+        "(e.g. 0.1); the fraction seen is reported",
+    )
+    parser.add_argument("--quiet-wait", type=float, default=wait, metavar="SECONDS")
+
+
+@contextlib.contextmanager
+def private_root(prefix: str) -> Iterator[Path]:
+    """A folder of the benchmark's own, holding its sessions' state registry and temporary
+    files: they neither reap nor are reaped by other runs on this machine, and what they
+    leave is findable. Removed afterwards, the environment restored."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    previous_state = os.environ.get("PYTEST_COREOS_STATE_DIR")
+    os.environ["PYTEST_COREOS_STATE_DIR"] = str(root / "state")
+    tempfile.tempdir = str(root)
+    try:
+        yield root
+    finally:
+        tempfile.tempdir = None
+        if previous_state is None:
+            os.environ.pop("PYTEST_COREOS_STATE_DIR", None)
+        else:
+            os.environ["PYTEST_COREOS_STATE_DIR"] = previous_state
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def run_header(**facts: Any) -> dict[str, Any]:
+    """The start of a benchmark's results: when, on what machine, at what load, and
+    ``facts`` (its settings)."""
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine_info(),
+        "load_start": load(),
+        **facts,
+    }
+
+
 # -- the plugin ----------------------------------------------------------------------------
 def plugin_run(size: int, census_root: Path) -> dict[str, Any]:
     """One fresh session booting ``size`` local machines, as the fixture does."""
@@ -1235,15 +1280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--vm-size", type=int, default=3)
     parser.add_argument("--pause", type=float, default=0.2, help="seconds between runs")
-    parser.add_argument(
-        "--quiet",
-        type=float,
-        default=None,
-        metavar="FRACTION",
-        help="before each section, wait until others use less than this fraction of the "
-        "CPUs (e.g. 0.1)",
-    )
-    parser.add_argument("--quiet-wait", type=float, default=300.0, metavar="SECONDS")
+    add_quiet_options(parser, "before each section", 300.0)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _end_on_sigterm)
 
@@ -1255,20 +1292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"others use {busy:.0%} of the CPUs")
         return busy
 
-    root = Path(tempfile.mkdtemp(prefix="pytest-coreos-bench-"))
-    previous_state = os.environ.get("PYTEST_COREOS_STATE_DIR")
-    # A registry and temporary folder of its own: the benchmark's sessions must neither
-    # reap nor be reaped by other runs on this machine, and its leftovers are findable.
-    os.environ["PYTEST_COREOS_STATE_DIR"] = str(root / "state")
-    tempfile.tempdir = str(root)
-    results: dict[str, Any] = {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine_info(),
-        "load_start": load(),
-        "targets_set": TARGETS,
-        "left_running": [],
-    }
-    try:
+    results = run_header(targets_set=TARGETS, left_running=[])
+    with private_root("pytest-coreos-bench-") as root:
         log(f"sizes {args.sizes}, {args.runs} runs each, baseline {not args.no_baseline}")
         rows, leftovers = measure_sizes(
             args.sizes, args.runs, root, not args.no_baseline, args.pause, quiet, log
@@ -1294,13 +1319,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         results["load_end"] = load()
         results["targets"] = verdicts(results)
-    finally:
-        tempfile.tempdir = None
-        if previous_state is None:
-            os.environ.pop("PYTEST_COREOS_STATE_DIR", None)
-        else:
-            os.environ["PYTEST_COREOS_STATE_DIR"] = previous_state
-        shutil.rmtree(root, ignore_errors=True)
     print(render_report(results))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")

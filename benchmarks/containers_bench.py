@@ -45,21 +45,26 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench
-from bench import ProcessCensus, load, machine_info, summary, wait_for_quiet
+from bench import (
+    ProcessCensus,
+    add_quiet_options,
+    load,
+    private_root,
+    run_header,
+    summary,
+    wait_for_quiet,
+)
 
 from pytest_coreos.handles.cluster import Cluster
 from pytest_coreos.image.archive import busybox_image
@@ -337,15 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=11)
     parser.add_argument("--size", type=int, default=3)
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "containers.json")
-    parser.add_argument(
-        "--quiet",
-        type=float,
-        default=None,
-        metavar="FRACTION",
-        help="before each run of every kind, wait until others use less than this fraction "
-        "of the CPUs (e.g. 0.3); the fraction seen is in the JSON",
-    )
-    parser.add_argument("--quiet-wait", type=float, default=300.0, metavar="SECONDS")
+    add_quiet_options(parser, "before each round of runs", 300.0)
     parser.add_argument(
         "--before-rootfs",
         type=Path,
@@ -357,32 +354,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.geteuid() != 0:
         parser.error("nspawn containers need root")
     bench.PROGRAMS.update(CONTAINER_PROGRAMS)  # this process's census only
-    root = Path(tempfile.mkdtemp(prefix="pytest-coreos-containers-bench-"))
-    census = ProcessCensus(root)
-    os.environ["PYTEST_COREOS_STATE_DIR"] = str(root / "state")
-    tempfile.tempdir = str(root)
-    results: dict[str, Any] = {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine_info(),
-        "load_start": load(),
-        "size": args.size,
-        "runs": args.runs,
-        "before_rootfs": None if args.before_rootfs is None else str(args.before_rootfs),
-        "targets_set": TARGETS,
-    }
-    try:
-        archive = busybox_image(root / "busybox.tar")
-        samples = measure(
-            args.runs,
-            args.size,
-            (archive,),
-            args.before_rootfs,
-            lambda: wait_for_quiet(args.quiet, args.quiet_wait),
-        )
-    finally:
-        tempfile.tempdir = None
-        results["left_running"] = census.leftovers()
-        shutil.rmtree(root, ignore_errors=True)
+    results = run_header(
+        size=args.size,
+        runs=args.runs,
+        before_rootfs=None if args.before_rootfs is None else str(args.before_rootfs),
+        targets_set=TARGETS,
+    )
+    with private_root("pytest-coreos-containers-bench-") as root:
+        census = ProcessCensus(root)
+        try:
+            archive = busybox_image(root / "busybox.tar")
+            samples = measure(
+                args.runs,
+                args.size,
+                (archive,),
+                args.before_rootfs,
+                lambda: wait_for_quiet(args.quiet, args.quiet_wait),
+            )
+        finally:
+            results["left_running"] = census.leftovers()
     results["load_end"] = load()
     results.update(aggregate(samples))
     results["targets"] = verdicts(results)

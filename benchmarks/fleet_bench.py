@@ -19,17 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import load, machine_info, summary, wait_for_quiet
+from bench import add_quiet_options, load, private_root, run_header, summary, wait_for_quiet
 
 from pytest_coreos.options import ClusterSpec
 from pytest_coreos.session.factory import ClusterFactory
@@ -63,31 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fleet", default=os.environ.get("PYTEST_COREOS_FLEET"))
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--size", type=int, default=3)
-    parser.add_argument(
-        "--quiet",
-        type=float,
-        default=None,
-        metavar="FRACTION",
-        help="before each pair of runs, wait until others use less than this fraction of "
-        "the CPUs (e.g. 0.2); the fraction seen is reported",
-    )
-    parser.add_argument("--quiet-wait", type=float, default=120.0, metavar="SECONDS")
+    add_quiet_options(parser, "before each pair of runs", 120.0)
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "fleet.json")
     args = parser.parse_args(argv)
     if not args.fleet:
         parser.error("give --fleet PATH|URL (fleet's release) or set PYTEST_COREOS_FLEET")
-    root = Path(tempfile.mkdtemp(prefix="pytest-coreos-fleet-bench-"))
-    os.environ["PYTEST_COREOS_STATE_DIR"] = str(root / "state")
-    tempfile.tempdir = str(root)
-    results: dict[str, Any] = {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine_info(),
-        "load_start": load(),
-        "size": args.size,
-        "runs": args.runs,
-    }
+    results = run_header(size=args.size, runs=args.runs)
     samples: dict[str, list[dict[str, Any]]] = {"fleet": [], "no fleet": []}
-    try:
+    with private_root("pytest-coreos-fleet-bench-"):
         one_run(args.size, args.fleet)  # warm-up: builds the rootfs, unpacks the release
         for index in range(args.runs):
             busy = wait_for_quiet(args.quiet, args.quiet_wait)
@@ -100,9 +80,6 @@ def main(argv: list[str] | None = None) -> int:
                     f"{sample['ready_s']:.3f}s {sample['timings']}",
                     file=sys.stderr,
                 )
-    finally:
-        tempfile.tempdir = None
-        shutil.rmtree(root, ignore_errors=True)
     results["load_end"] = load()
     for kind, runs in samples.items():
         phases = runs[0]["timings"].keys()

@@ -24,16 +24,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench import private_root
 
 from pytest_coreos import EtcdError, SSHError, UnitError, UnitsError
 from pytest_coreos.handles.cluster import Cluster
@@ -151,24 +153,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--no-nspawn", action="store_true", help="skip the systemd reactions (root only)"
     )
     args = parser.parse_args(argv)
-    root = Path(tempfile.mkdtemp(prefix="pytest-coreos-reaction-"))
-    previous_state = os.environ.get("PYTEST_COREOS_STATE_DIR")
-    # A registry and temporary folder of its own: its sessions neither reap nor are
-    # reaped by other runs on this machine.
-    os.environ["PYTEST_COREOS_STATE_DIR"] = str(root / "state")
-    tempfile.tempdir = str(root)
     samples: dict[str, list[float]] = {}
-    try:
+    with private_root("pytest-coreos-reaction-"):
         samples.update(local_reactions(args.runs))
         if os.geteuid() == 0 and not args.no_nspawn:
             samples.update(nspawn_reactions(args.runs))
-    finally:
-        tempfile.tempdir = None
-        if previous_state is None:
-            os.environ.pop("PYTEST_COREOS_STATE_DIR", None)
-        else:
-            os.environ["PYTEST_COREOS_STATE_DIR"] = previous_state
-        shutil.rmtree(root, ignore_errors=True)
     results = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "load": os.getloadavg()[0],
