@@ -27,7 +27,7 @@ from pytest_coreos.errors import ProcessError
 from pytest_coreos.host.addresses import claim_block
 from pytest_coreos.host.binaries import find_docker_registry, find_skopeo
 from pytest_coreos.host.process import ManagedProcess, kill_all
-from pytest_coreos.host.service import Command, LocalService
+from pytest_coreos.host.service import Command, LocalService, as_wrapper
 from pytest_coreos.waiting import NotReady, poll
 
 REGISTRY_PORT = 5000
@@ -56,9 +56,31 @@ def skopeo_environment(work: Path) -> dict[str, str]:
     }
 
 
-def skopeo_copy(argv: list[str], environment: Mapping[str, str], what: str, timeout: float) -> None:
-    """Run one ``skopeo copy`` (``argv``, wrapped as it must run); a failure or a time-out
-    is a ProcessError naming ``what`` with the end of skopeo's output."""
+def skopeo_copy(
+    source: str,
+    destination: str,
+    environment: Mapping[str, str],
+    what: str,
+    timeout: float,
+    *,
+    options: Sequence[str] = (),
+    wrap: Command | None = None,
+) -> None:
+    """Copy one image from ``source`` to ``destination`` (skopeo's transports), skopeo
+    run in ``environment`` and where ``wrap`` says (a Command); a failure or a time-out is a
+    ProcessError naming ``what`` with the end of skopeo's output."""
+    argv = as_wrapper(wrap)(
+        [
+            str(find_skopeo()),
+            "--insecure-policy",
+            f"--tmpdir={environment['TMPDIR']}",
+            "copy",
+            "--quiet",
+            *options,
+            source,
+            destination,
+        ]
+    )
     try:
         done = subprocess.run(
             argv,
@@ -173,27 +195,21 @@ class ImageRegistry(LocalService):
         jobs = list(chosen.values())
         if not jobs:
             return []
-        skopeo = str(find_skopeo())
+        find_skopeo()  # before any copy starts: a missing skopeo is one error
         work = self.directory / "skopeo"
         environment = skopeo_environment(work)
-        temporary = Path(environment["TMPDIR"])
 
         def copy(job: tuple[ImageArchive, str, str]) -> str:
             archive, name, in_registry = job
-            argv = self._command(
-                [
-                    skopeo,
-                    "--insecure-policy",
-                    f"--tmpdir={temporary}",
-                    "copy",
-                    "--quiet",
-                    "--dest-tls-verify=false",
-                    archive.source(name),
-                    f"docker://{self.host}/{in_registry}",
-                ]
+            skopeo_copy(
+                archive.source(name),
+                f"docker://{self.host}/{in_registry}",
+                environment,
+                f"skopeo copy {name} ({archive.path}) to {self.host}/{in_registry}",
+                timeout,
+                options=["--dest-tls-verify=false"],
+                wrap=self._command,
             )
-            what = f"skopeo copy {name} ({archive.path}) to {self.host}/{in_registry}"
-            skopeo_copy(argv, environment, what, timeout)
             return in_registry
 
         try:
@@ -237,7 +253,7 @@ def docker_archives(
     names = archive.other_names()
     if archive.kind == "docker-archive" or not names:
         return [archive.path] if names else []
-    skopeo = str(find_skopeo())
+    find_skopeo()
     folder.mkdir(parents=True, exist_ok=True)
     environment = skopeo_environment(folder / "skopeo")
     written = []
@@ -245,17 +261,13 @@ def docker_archives(
         for index, name in enumerate(names):
             out = folder / f"{archive.path.stem}-{index}.tar"
             out.unlink(missing_ok=True)
-            argv = [
-                skopeo,
-                "--insecure-policy",
-                f"--tmpdir={environment['TMPDIR']}",
-                "copy",
-                "--quiet",
+            skopeo_copy(
                 archive.source(name),
                 f"docker-archive:{out}:{name}",
-            ]
-            what = f"skopeo copy {name} ({archive.path}) to a docker archive"
-            skopeo_copy(argv, environment, what, timeout)
+                environment,
+                f"skopeo copy {name} ({archive.path}) to a docker archive",
+                timeout,
+            )
             written.append(out)
     finally:
         shutil.rmtree(folder / "skopeo", ignore_errors=True)
