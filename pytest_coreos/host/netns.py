@@ -66,6 +66,11 @@ SYS_NET = Path("/sys/class/net")
 HUB_SUFFIX = "hub"
 BRIDGE = "br0"
 MACHINE_INTERFACE = "eth0"
+# A VM's tap in its machine's namespace, and the rule and table that route its address to
+# it (see NetworkLab.route_to_guest): after the partitions' rules, before "lookup local".
+GUEST_TAP = "tap0"
+GUEST_PRIORITY = 50
+GUEST_TABLE = 50
 # The host's pair: its end in the test process's namespace is named after the lab
 # (HOST_LINK_PREFIX + lab id), its hub end is a port of the bridge.
 HOST_LINK_PREFIX = "pco-"
@@ -105,13 +110,20 @@ class NetworkError(CoreOSError):
 
 def write_sysctl(netns_path: Path, name: str, value: str) -> None:
     """Set the network sysctl ``name`` (``net.ipv4.ip_forward``) in the namespace at
-    ``netns_path``, from a thread of this process that joins that namespace and then ends:
-    /proc/sys/net shows the namespace of the thread that reads it, so this process's own
-    stays untouched, and no ``nsenter``/``sysctl`` process is started (2 ms each)."""
-    if not name.startswith("net."):
-        raise ValueError(f"{name} is not a network namespace's sysctl")
-    target = Path("/proc/sys", *name.split("."))
-    failures: list[OSError] = []
+    ``netns_path``; see :func:`write_sysctls`."""
+    write_sysctls(netns_path, {name: value})
+
+
+def write_sysctls(netns_path: Path, settings: Mapping[str, str]) -> None:
+    """Set network sysctls (``{"net.ipv4.ip_forward": "1"}``) in the namespace at
+    ``netns_path``, in order, from a thread of this process that joins that namespace and
+    then ends: /proc/sys/net shows the namespace of the thread that reads it, so this
+    process's own stays untouched, and no ``nsenter``/``sysctl`` process is started (2 ms
+    each)."""
+    for name in settings:
+        if not name.startswith("net."):
+            raise ValueError(f"{name} is not a network namespace's sysctl")
+    failures: list[tuple[str, OSError]] = []
 
     def inside() -> None:
         try:
@@ -122,15 +134,22 @@ def write_sysctl(netns_path: Path, name: str, value: str) -> None:
                     raise OSError(number, os.strerror(number))
             finally:
                 os.close(descriptor)
-            target.write_text(value + "\n")
         except OSError as error:
-            failures.append(error)
+            failures.append((", ".join(f"{n}={v}" for n, v in settings.items()), error))
+            return
+        for name, value in settings.items():
+            try:
+                Path("/proc/sys", *name.split(".")).write_text(value + "\n")
+            except OSError as error:
+                failures.append((f"{name}={value}", error))
+                return
 
-    worker = threading.Thread(target=inside, name=f"sysctl {name}")
+    worker = threading.Thread(target=inside, name="sysctl")
     worker.start()
     worker.join()
     if failures:
-        raise NetworkError(f"sysctl {name}={value} in {netns_path}", str(failures[0]))
+        what, error = failures[0]
+        raise NetworkError(f"sysctl {what} in {netns_path}", str(error))
 
 
 @functools.cache
@@ -501,6 +520,34 @@ class NetworkLab:
         self._sessions: weakref.WeakSet[requests.Session] = weakref.WeakSet()
         self._blocked: dict[str, frozenset[str]] = {}  # machine -> peer addresses it drops
         self._groups: tuple[tuple[str, ...], ...] = ()
+        self._adopted: ipaddress.IPv4Network | None = None  # the subnet of an adopted lab
+
+    @classmethod
+    def adopt(cls, lab_id: str, subnet: str, machines: Sequence[tuple[str, int]]) -> NetworkLab:
+        """The lab that another process of this host made, from what its record says (its
+        id, its subnet's three octets, its machines' names and indexes): this process then
+        reaches its machines, cuts and heals partitions (the ones in force are read back)
+        and, with :meth:`destroy`, deletes it, as the process that made it would. Its subnet
+        stays taken by the lab's own routes (the maker's claim is not this process's)."""
+        lab = cls(lab_id)
+        lab._adopted = _parse_subnet(subnet)
+        if lab.hub not in _present_namespaces() or not (SYS_NET / lab.host_link).exists():
+            raise NetworkError(f"lab {lab_id}", "it is gone (no hub namespace or host link)")
+        lab._created = True
+        lab._host_link_made = True
+        lab._made = [lab.hub]
+        for name, index in machines:
+            machine = MachineNetwork(
+                name=name,
+                netns=f"{NAMESPACE_PREFIX}{lab_id}-{name}",
+                address=lab.address(index),
+                index=index,
+                hub_interface=f"veth{index}",
+            )
+            lab._machines[name] = machine
+            lab._made.append(machine.netns)
+            lab._blocked[name] = lab._read_blocked(machine)
+        return lab
 
     def __repr__(self) -> str:
         network = self._claim.network if self._claim is not None else "(no subnet)"
@@ -512,7 +559,9 @@ class NetworkLab:
 
     @property
     def network(self) -> ipaddress.IPv4Network:
-        """The lab's /24, claimed by :meth:`create`."""
+        """The lab's /24, claimed by :meth:`create` (or the adopted lab's)."""
+        if self._adopted is not None:
+            return self._adopted
         if self._claim is None:
             raise NetworkError(f"lab {self.lab_id}", "create() the lab to give it a subnet")
         return self._claim.network
@@ -726,6 +775,53 @@ class NetworkLab:
                 raise
             self._machines[name] = machine
             return machine
+
+    def route_to_guest(self, name: str, mac: str) -> str:
+        """Hand machine ``name``'s address to a VM (MAC address ``mac``) on a tap of its
+        namespace, made here (persistent: QEMU opens it, and it outlives a QEMU that is
+        stopped and started again); returns the tap's name.
+
+        The namespace stays the machine's place in the lab and becomes the VM's router:
+        it keeps the address (so its ARP requests carry it and it answers ARP for it), a
+        rule sends what comes for that address from the lab on to the tap before the
+        namespace could take it itself, and it answers the VM's ARP for the rest of the
+        lab (proxy ARP). Everything the VM sends and receives is routed through the
+        namespace, so partitions (its policy rules) cut a VM off as they cut off the
+        namespace's own processes.
+        """
+        with self._lock:
+            machine = self._machines.get(name)
+            if machine is None:
+                raise NetworkError(name, f"no machine of that name in lab {self.lab_id}")
+            _ip_batch(
+                machine.netns,
+                [
+                    f"tuntap add dev {GUEST_TAP} mode tap",
+                    f"link set {GUEST_TAP} addrgenmode none",
+                    f"link set {GUEST_TAP} up",
+                    f"rule add priority {GUEST_PRIORITY} iif {MACHINE_INTERFACE} "
+                    f"to {machine.address}/32 lookup {GUEST_TABLE}",
+                    f"route add {machine.address}/32 dev {GUEST_TAP} table {GUEST_TABLE}",
+                    # Its MAC is known: no ARP on the tap, from an address the VM also has.
+                    f"neigh replace {machine.address} lladdr {mac} dev {GUEST_TAP} nud permanent",
+                ],
+                subject=machine.netns,
+            )
+            write_sysctls(
+                machine.netns_path,
+                {
+                    "net.ipv4.ip_forward": "1",
+                    f"net.ipv4.conf.{GUEST_TAP}.proxy_arp": "1",
+                    f"net.ipv4.conf.{MACHINE_INTERFACE}.proxy_arp": "1",
+                    # Proxied answers are otherwise held back up to 0.8 s.
+                    f"net.ipv4.neigh.{GUEST_TAP}.proxy_delay": "0",
+                    f"net.ipv4.neigh.{MACHINE_INTERFACE}.proxy_delay": "0",
+                    # The VM's packets come from an address the namespace has too.
+                    f"net.ipv4.conf.{GUEST_TAP}.accept_local": "1",
+                    f"net.ipv6.conf.{GUEST_TAP}.disable_ipv6": "1",
+                },
+            )
+            return GUEST_TAP
 
     # -- reaching the machines from the test process ---------------------------------------
 

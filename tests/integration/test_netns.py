@@ -966,3 +966,78 @@ def test_a_sysctl_is_written_in_a_machines_namespace_only(lab: NetworkLab) -> No
     assert Path("/proc/sys", name).read_text().strip() == host_before
     with pytest.raises(NetworkError, match=r"sysctl net\.ipv4\.ip_forward=1 in .*absent"):
         netns.write_sysctl(NETNS_DIR / "pytest-coreos-absent", "net.ipv4.ip_forward", "1")
+
+
+def test_an_adopted_lab_reaches_partitions_and_destroys_what_another_made(
+    processes: Processes,
+) -> None:
+    """Another process of this host (here, another object) adopts a lab from what its
+    record says: the machines answer over its host link, the partition in force is read
+    back, and destroy() removes every namespace and link."""
+    maker = NetworkLab(new_lab_id())
+    maker.create()
+    try:
+        for index, name in enumerate(MACHINES, 1):
+            maker.add_machine(name, index)
+        start_servers(maker, processes, MACHINES)
+        cut = [("core-01", "core-02"), ("core-01", "core-03")]
+        maker.partition(["core-01"], ["core-02", "core-03"])
+        adopted = NetworkLab.adopt(
+            maker.lab_id, maker.subnet, [(name, index) for index, name in enumerate(MACHINES, 1)]
+        )
+        assert adopted.network == maker.network
+        assert adopted.namespaces == maker.namespaces
+        adopted.connect(maker["core-02"].address, LINE_PORT, timeout=2.0).close()
+        assert reachability(adopted, ["core-01"], cut) == expected(["core-01"], cut)
+        adopted.heal()
+        assert reachability(maker, ["core-01"]) == expected(["core-01"])
+        processes.kill_all()
+        adopted.destroy()
+        assert lab_namespaces(f"pytest-coreos-{maker.lab_id}-") == []
+        assert not host_link_exists(maker)
+        with pytest.raises(NetworkError, match="it is gone"):
+            NetworkLab.adopt(maker.lab_id, maker.subnet, [("core-01", 1)])
+    finally:
+        processes.kill_all()
+        maker.destroy()
+
+
+def test_a_guests_tap_gets_the_machines_address_routed_to_it() -> None:
+    """route_to_guest: a persistent tap, the rule that sends the machine's address to it
+    ahead of "lookup local" (and behind the partitions' rules), the guest's MAC pinned,
+    proxy ARP and forwarding on; the namespace keeps its address. (Traffic through it, a
+    VM's, is the qemu end-to-end test's.)"""
+    with NetworkLab(new_lab_id()) as lab:
+        machine = lab.add_machine("core-01", 1)
+        tap = lab.route_to_guest("core-01", "52:54:00:12:34:56")
+        assert tap == netns.GUEST_TAP
+
+        def ip(*args: str) -> str:
+            argv = ["ip", "-n", machine.netns, *args]
+            return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+        assert "tap" in ip("-d", "link", "show", tap)
+        rules = json.loads(ip("-j", "rule", "show"))
+        mine = [rule for rule in rules if rule["priority"] == netns.GUEST_PRIORITY]
+        assert mine == [
+            {"priority": netns.GUEST_PRIORITY, "src": "all", "iif": "eth0",
+             "dst": machine.address, "table": str(netns.GUEST_TABLE)}
+        ]  # fmt: skip
+        priorities = sorted(rule["priority"] for rule in rules)
+        assert priorities.index(netns.GUEST_PRIORITY) < priorities.index(netns.LOCAL_PRIORITY)
+        assert netns.PARTITION_PRIORITY < netns.GUEST_PRIORITY
+        assert f"{machine.address} dev {tap}" in ip(
+            "route", "show", "table", str(netns.GUEST_TABLE)
+        )
+        assert "52:54:00:12:34:56 PERMANENT" in ip("neigh", "show", "dev", tap)
+        assert f"inet {machine.address}/24" in ip("-4", "addr", "show", "dev", "eth0")
+
+        def sysctl(name: str) -> str:
+            argv = machine.command(["cat", f"/proc/sys/{name}"])
+            return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
+
+        assert sysctl("net/ipv4/ip_forward") == "1"
+        assert sysctl(f"net/ipv4/conf/{tap}/proxy_arp") == "1"
+        assert sysctl("net/ipv4/conf/eth0/proxy_arp") == "1"
+        assert sysctl(f"net/ipv4/neigh/{tap}/proxy_delay") == "0"
+    assert lab_namespaces(f"pytest-coreos-{lab.lab_id}-") == []
