@@ -3,7 +3,8 @@ providers' checks run when pytest configures."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from pytest_coreos.errors import ConfigError
 
@@ -58,3 +59,13 @@ def reach_over_ssh(cluster: Cluster) -> list[str]:
         f"  remove it: pytest --coreos-reap (or: kill {' '.join(pids)}; "
         f"rm -rf {cluster.workdir.parent})",
     ]
+
+
+def etcd_client_urls(user_data: Mapping[str, Any], address: str) -> list[str]:
+    """Where the machine at ``address`` serves etcd's clients, as its user-data says (for
+    the providers whose machines apply the user-data themselves)."""
+    from pytest_coreos.config import etcd_env
+
+    env = etcd_env.etcd_environment(user_data, private_ipv4=address, public_ipv4=address).env
+    urls = env.get("ETCD_ADVERTISE_CLIENT_URLS", f"http://{address}:2379")
+    return [url.strip() for url in urls.split(",") if url.strip()]

@@ -24,6 +24,7 @@ from pytest_coreos.errors import ConfigError, CoreOSError
 from pytest_coreos.image import builder
 from pytest_coreos.image.agent import coreos_agent as agent
 from pytest_coreos.options import ClusterSpec
+from pytest_coreos.providers import common
 from pytest_coreos.providers.vagrant import VagrantProvider, addresses, files, libvirt, machines
 from pytest_coreos.providers.vagrant import box as vagrant_box
 from pytest_coreos.providers.vagrant import settings as vagrant_settings
@@ -348,9 +349,9 @@ def test_clusters_of_one_session_get_addresses_of_their_own() -> None:
 
 def test_etcd_handles_follow_the_user_data(tmp_path: Path) -> None:
     default = cloud_config.default_user_data()
-    assert machines.etcd_client_urls(default, "172.17.8.101") == ["http://172.17.8.101:4001"]
+    assert common.etcd_client_urls(default, "172.17.8.101") == ["http://172.17.8.101:4001"]
     e2e = cloud_config.load_user_data(E2E_USER_DATA)
-    assert machines.etcd_client_urls(e2e, "172.17.8.102") == ["http://172.17.8.102:2379"]
+    assert common.etcd_client_urls(e2e, "172.17.8.102") == ["http://172.17.8.102:2379"]
 
 
 def test_vagrant_never_looks_for_updates_over_the_network(

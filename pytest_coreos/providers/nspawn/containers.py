@@ -38,7 +38,7 @@ from typing import Any
 
 import paramiko
 
-from pytest_coreos.config import cloud_config, etcd_env
+from pytest_coreos.config import cloud_config
 from pytest_coreos.config.images import docker_daemon_config
 from pytest_coreos.errors import ConfigError, ProcessError, ResetError
 from pytest_coreos.handles.machine import machine_names
@@ -54,7 +54,7 @@ from pytest_coreos.host.process import (
 )
 from pytest_coreos.host.sshd import generate_ed25519_key
 from pytest_coreos.image import builder
-from pytest_coreos.providers.common import ETCD_JOURNAL_UNITS
+from pytest_coreos.providers.common import ETCD_JOURNAL_UNITS, etcd_client_urls
 from pytest_coreos.providers.lab import Lab, LabDeploymentBase
 from pytest_coreos.providers.protocol import BootContext, MachineDescription
 
@@ -93,13 +93,9 @@ MASKED_UNITS = ("serial-getty@ttyS0.service", "networking.service")
 # options and SysV scripts, none of which a container has; systemd runs each of them at
 # boot and again at every daemon-reload (the agent's among them), so they are masked too.
 GENERATORS = Path("usr/lib/systemd/system-generators")
-
-
-def etcd_client_urls(user_data: Mapping[str, Any], address: str) -> list[str]:
-    """Where the machine at ``address`` serves etcd's clients, as its user-data says."""
-    env = etcd_env.etcd_environment(user_data, private_ipv4=address, public_ipv4=address).env
-    urls = env.get("ETCD_ADVERTISE_CLIENT_URLS", f"http://{address}:2379")
-    return [url.strip() for url in urls.split(",") if url.strip()]
+# A container's host key and keys are bound in before it boots: its sshd need not wait for
+# the agent, as a VM's does (the image's drop-in ordering it after the agent is masked).
+MASKED_FILES = ("/etc/systemd/system/ssh.service.d/10-after-coreos-agent.conf",)
 
 
 def masked_paths(rootfs: Path) -> list[str]:
@@ -107,8 +103,10 @@ def masked_paths(rootfs: Path) -> list[str]:
     generators it has no use for (see MASKED_UNITS and GENERATORS)."""
     generators = rootfs / GENERATORS
     names = sorted(path.name for path in generators.iterdir()) if generators.is_dir() else []
-    return [f"/etc/systemd/system/{unit}" for unit in MASKED_UNITS] + [
-        f"/etc/systemd/system-generators/{name}" for name in names
+    return [
+        *(f"/etc/systemd/system/{unit}" for unit in MASKED_UNITS),
+        *MASKED_FILES,
+        *(f"/etc/systemd/system-generators/{name}" for name in names),
     ]
 
 

@@ -40,7 +40,7 @@ from typing import IO, Any
 import paramiko
 import vagrant
 
-from pytest_coreos.config import cloud_config, etcd_env
+from pytest_coreos.config import cloud_config
 from pytest_coreos.config.images import docker_daemon_config
 from pytest_coreos.errors import CoreOSError, SSHError
 from pytest_coreos.handles.machine import machine_names
@@ -51,7 +51,7 @@ from pytest_coreos.host.images import read_archives
 from pytest_coreos.host.process import tail
 from pytest_coreos.host.sshd import generate_ed25519_key
 from pytest_coreos.image import builder
-from pytest_coreos.providers.common import ETCD_JOURNAL_UNITS
+from pytest_coreos.providers.common import ETCD_JOURNAL_UNITS, etcd_client_urls
 from pytest_coreos.providers.protocol import BootContext, MachineDescription
 from pytest_coreos.providers.vagrant.addresses import (
     claim_addresses,
@@ -84,14 +84,6 @@ from pytest_coreos.providers.vagrant.settings import (
     vagrant_environment,
     vagrant_provider_name,
 )
-
-
-def etcd_client_urls(user_data: Mapping[str, Any], address: str) -> list[str]:
-    """Where the machine at ``address`` serves etcd's clients, as its user-data says."""
-    env = etcd_env.etcd_environment(user_data, private_ipv4=address, public_ipv4=address).env
-    urls = env.get("ETCD_ADVERTISE_CLIENT_URLS", f"http://{address}:2379")
-    return [url.strip() for url in urls.split(",") if url.strip()]
-
 
 # --- running vagrant ---------------------------------------------------------------------------
 
@@ -552,21 +544,28 @@ class VagrantDeployment:
         ``pytest --coreos-reap``, removes them."""
         self._closed = True
 
-    # -- reset: see pytest_coreos.providers.vagrant.reset ---------------------------------
+    # -- reset: see pytest_coreos.providers.vm_reset -------------------------------------
     def save_ready(self) -> None:
-        from pytest_coreos.providers.vagrant import reset
+        from pytest_coreos.providers import vm_reset
 
-        reset.save_ready(self)
+        vm_reset.save_ready(self)
 
     def revive(self) -> list[str]:
-        from pytest_coreos.providers.vagrant import reset
-
-        return reset.revive(self)
+        """``vagrant up`` the halted VMs (one after another: Vagrant locks its folder) and
+        ``vagrant resume`` the suspended ones; the names of those started."""
+        started = []
+        for machine in self.machines:
+            if not machine.running:
+                machine.start()
+                started.append(machine.name)
+            elif machine.suspended:
+                machine.resume()
+        return started
 
     def restore(self) -> None:
-        from pytest_coreos.providers.vagrant import reset
+        from pytest_coreos.providers import vm_reset
 
-        reset.restore(self)
+        vm_reset.restore(self)
 
 
 # Steps after which a machine's SSH address is known and stays: Vagrant logged in.

@@ -1,9 +1,10 @@
-"""Returning a cluster of Vagrant VMs to its state at ready (``Cluster.reset``), over SSH.
+"""Returning a cluster of VMs to its state at ready (``Cluster.reset``), over SSH: shared
+by the providers whose machines are VMs (vagrant, qemu), each of which starts its halted
+machines again itself (``revive``).
 
 At ready every VM's etcd is frozen (SIGSTOP, all VMs before any copy), its data folder
 copied beside it inside the VM (``cp --sparse=always``: etcd's preallocated log segments
-are not written out), and thawed. A reset starts the VMs that were halted (``vagrant
-up``) and resumes suspended ones; a restore stops every member's etcd unit, puts every
+are not written out), and thawed. A restore stops every member's etcd unit, puts every
 copy back, then starts them all: no member runs on restored data while another still
 runs on the old. What a VM runs is learnt from the running etcd itself: its unit (from its
 cgroup) and its data folder (``--data-dir`` or ``ETCD_DATA_DIR``).
@@ -11,18 +12,39 @@ cgroup) and its data folder (``--data-dir`` or ``ETCD_DATA_DIR``).
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from pytest_coreos.errors import CoreOSError, ResetError
 
 if TYPE_CHECKING:
-    from pytest_coreos.providers.vagrant.machines import VagrantDeployment, VagrantMachine
+    from pytest_coreos.handles.ssh import SSHClient
+    from pytest_coreos.providers.protocol import BootContext
 
 T = TypeVar("T")
+
+
+class VM(Protocol):
+    """A machine reached over SSH (None until it booted)."""
+
+    name: str
+
+    @property
+    def ssh(self) -> SSHClient | None: ...
+
+
+class VMDeployment(Protocol):
+    """A deployment of such machines."""
+
+    context: BootContext
+
+    @property
+    def machines(self) -> Sequence[VM]: ...
+
 
 # Prints "PID UNIT DATA_DIR" of the VM's etcd.
 _FIND_ETCD = r"""
@@ -59,7 +81,7 @@ class EtcdInVM:
     data_dir: str
 
 
-def _run(machine: VagrantMachine, script: str, *args: str) -> str:
+def _run(machine: VM, script: str, *args: str) -> str:
     """``script`` as root on the VM, with ``args`` as $1...; its output, or a ResetError."""
     ssh = machine.ssh
     if ssh is None:
@@ -76,20 +98,18 @@ def _run(machine: VagrantMachine, script: str, *args: str) -> str:
     return result.stdout
 
 
-def _each(machines: Sequence[VagrantMachine], step: Callable[[VagrantMachine], T]) -> list[T]:
+def _each(machines: Sequence[VM], step: Callable[[VM], T]) -> list[T]:
     """``step`` on every VM at once; the first error is raised once all are done."""
-    with ThreadPoolExecutor(len(machines), thread_name_prefix="coreos-vagrant-reset") as pool:
+    with ThreadPoolExecutor(len(machines), thread_name_prefix="coreos-vm-reset") as pool:
         futures = [pool.submit(step, machine) for machine in machines]
     return [future.result() for future in futures]
 
 
 # Each deployment's etcd per VM, as found at ready.
-_SAVED: weakref.WeakKeyDictionary[VagrantDeployment, dict[str, EtcdInVM]] = (
-    weakref.WeakKeyDictionary()
-)
+_SAVED: weakref.WeakKeyDictionary[VMDeployment, dict[str, EtcdInVM]] = weakref.WeakKeyDictionary()
 
 
-def save_ready(deployment: VagrantDeployment) -> None:
+def save_ready(deployment: VMDeployment) -> None:
     """Copy every VM's etcd data folder inside the VM, all members frozen meanwhile."""
     machines = deployment.machines
     found = _each(machines, lambda machine: _run(machine, _FIND_ETCD).split())
@@ -106,20 +126,25 @@ def save_ready(deployment: VagrantDeployment) -> None:
     _SAVED[deployment] = etcds
 
 
-def revive(deployment: VagrantDeployment) -> list[str]:
-    """``vagrant up`` the halted VMs (one after another: Vagrant locks its folder) and
-    ``vagrant resume`` the suspended ones; the names of those started."""
-    started = []
-    for machine in deployment.machines:
-        if not machine.running:
-            machine.start()
-            started.append(machine.name)
-        elif machine.suspended:
-            machine.resume()
-    return started
+def wait_for_etcd(machines: Sequence[VM], timeout: float) -> None:
+    """Wait until every machine, booted again, runs etcd (restore() stops it: one that
+    started only then would run on the data half put back); a ResetError naming the first
+    that runs none within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    for machine in machines:
+        while True:
+            try:
+                _run(machine, _FIND_ETCD)
+                break
+            except ResetError as error:
+                if time.monotonic() > deadline:
+                    raise ResetError(
+                        machine.name, f"started again but runs no etcd: {error}"
+                    ) from error
+                time.sleep(0.5)
 
 
-def restore(deployment: VagrantDeployment) -> None:
+def restore(deployment: VMDeployment) -> None:
     """Stop every VM's etcd, put every copy back, then start them all."""
     etcds = _SAVED.get(deployment, {})
     machines = deployment.machines
