@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import grp
 import gzip
 import ipaddress
 import json
@@ -78,6 +79,25 @@ IGNITION_SOURCES = (
     Path("/sys/firmware/qemu_fw_cfg/by_name/opt/org.flatcar-linux/config/raw"),
     Path("/usr/share/oem/config.ign"),
 )
+# A config drive (CoreOS's, OpenStack's layout): QEMU's 9p share tagged config-2, mounted
+# where coreos-cloudinit mounted it; its user-data comes before Vagrant's.
+CONFIG_DRIVE_TAG = "config-2"
+CONFIG_DRIVE = Path("/media/configdrive")
+CONFIG_DRIVE_USER_DATA = Path("openstack/latest/user_data")
+NINEP_DEVICES = Path("/sys/bus/virtio/drivers/9pnet_virtio")
+# fleetd and fleetctl, where the qemu provider gives them (--coreos-fleet): a 9p share of
+# that tag, mounted read-only and linked into /usr/bin (the box carries no fleet).
+FLEET_TAG = "pytest-coreos-fleet"
+FLEET_MOUNT = Path("/opt/pytest-coreos/fleet")
+FLEET_BINARIES = ("fleetd", "fleetctl")
+# systemd-networkd's folders: .network files an Ignition config writes there are applied.
+NETWORK_FOLDERS = (Path("/etc/systemd/network"), Path("/run/systemd/network"))
+# The user CoreOS's ssh_authorized_keys went to, and the groups it had.
+CORE_USER = "core"
+# The user-data's keys plan_machine applies (beside coreos).
+MACHINE_KEYS = ("hostname", "ssh_authorized_keys", "write_files")
+CORE_GROUPS = ("systemd-journal", "docker")
+SSH_CONFIG = Path("/etc/ssh")
 HOSTNAME_FILE = Path("/etc/hostname")
 SUDOERS = Path("/etc/sudoers.d")
 INTERFACES_D = Path("/etc/network/interfaces.d")
@@ -259,6 +279,12 @@ def plan(
         where = f"coreos.units[{index}]"
         if not isinstance(unit, Mapping):
             raise AgentError(f"{where} is not a mapping")
+        if NETWORK_UNIT_NAME.fullmatch(str(unit.get("name", ""))):
+            # systemd-networkd's, written where networkd reads them; their addresses are
+            # set by plan_machine (the box runs no networkd).
+            folder = NETWORK_FOLDERS[1 if unit.get("runtime") is True else 0]
+            result.files[folder / str(unit["name"])] = str(unit.get("content") or "")
+            continue
         name = _unit_name(unit.get("name"), f"{where}.name")
         base = runtime if unit.get("runtime") is True else persistent
         content = unit.get("content")
@@ -290,7 +316,7 @@ def plan(
                     f"{where}.command: {command!r} is not one of {', '.join(sorted(UNIT_COMMANDS))}"
                 )
             result.commands.append((str(command), name))
-    ignored = [key for key in user_data if key != "coreos"]
+    ignored = [key for key in user_data if key not in ("coreos", *MACHINE_KEYS)]
     ignored += [f"coreos.{key}" for key in coreos if key not in ("etcd", "etcd2", "fleet", "units")]
     if ignored:
         result.notes.append("not applied by the stand-in box: " + ", ".join(ignored))
@@ -452,12 +478,23 @@ def _write_file(path: Path, data: bytes, mode: int) -> None:
     temporary.replace(path)
 
 
+def _group_exists(name: str) -> bool:
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return False
+    return True
+
+
 def _install_keys(name: str, keys: Sequence[str]) -> str | None:
-    """Give user ``name`` these SSH keys, making the user (with sudo) if there is none."""
+    """Give user ``name`` these SSH keys, making the user (with sudo) if there is none;
+    ``core`` is made in the groups CoreOS's had (the journal's and docker's)."""
     try:
         pwd.getpwnam(name)
     except KeyError:
-        made = _run(["useradd", "--create-home", "--shell", "/bin/bash", name])
+        groups = [group for group in CORE_GROUPS if name == CORE_USER and _group_exists(group)]
+        extra = ["--groups", ",".join(groups)] if groups else []
+        made = _run(["useradd", "--create-home", "--shell", "/bin/bash", *extra, name])
         if made.returncode != 0:
             return f"user {name}: {made.stderr.strip()}"
         _write_file(
@@ -478,15 +515,20 @@ def apply_ignition(text: str, source: Path) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise AgentError(f"{source}: not an Ignition config object")
     todo = plan_ignition(config)
-    for path, (data, mode) in todo.files.items():
-        _write_file(path, data, mode)
+    ssh_changed = _write_files(todo.files)
     failures: list[str] = []
+    network = ignition_network(todo.files)
+    for path, content in network.interfaces.items():
+        _write_file(path, content.encode(), 0o644)
+    failures += apply_addresses(network.addresses)
     if todo.hostname is not None and _run(["hostname", todo.hostname]).returncode != 0:
         failures.append(f"hostname {todo.hostname}")
     for name, keys in todo.users.items():
         problem = _install_keys(name, keys)
         if problem is not None:
             failures.append(problem)
+    if ssh_changed:
+        _reload_sshd()
     for name in todo.masks:
         if _run(["systemctl", "mask", name]).returncode != 0:
             failures.append(f"mask {name}")
@@ -509,11 +551,12 @@ def apply_ignition(text: str, source: Path) -> dict[str, Any]:
             failures.append(f"start {name}: {done.stderr.strip()}")
         else:
             started.append(name)
-    notes = list(todo.notes)
+    notes = list(todo.notes) + network.notes
     if skipped:
         notes.append("no such unit in the stand-in box, not enabled: " + ", ".join(skipped))
     return {
         "ignition": str(source),
+        "addresses": [f"{device} {address}" for device, address in network.addresses],
         "files": sorted(str(path) for path in todo.files),
         "users": sorted(todo.users),
         "hostname": todo.hostname,
@@ -556,6 +599,8 @@ def wait_for_private_address(timeout: float = ADDRESS_WAIT_SECONDS) -> str:
 def apply(text: str) -> dict[str, Any]:
     """Apply user-data ``text`` to this machine; return what was done, for the status file."""
     user_data = cloud_config.parse_user_data(text, USER_DATA)
+    machine = plan_machine(user_data)
+    failures = apply_machine(machine)
     private_ipv4 = wait_for_private_address()
     environment = read_environment(ENVIRONMENT.read_text() if ENVIRONMENT.exists() else "")
     public_ipv4 = choose_public_address(environment, private_ipv4)
@@ -565,7 +610,6 @@ def apply(text: str) -> dict[str, Any]:
         temporary = path.with_name(f".{path.name}.tmp")
         temporary.write_text(content)
         temporary.replace(path)
-    failures: list[str] = []
     skipped: list[str] = []
     for name in todo.masks:
         if _run(["systemctl", "mask", name]).returncode != 0:
@@ -587,12 +631,14 @@ def apply(text: str) -> dict[str, Any]:
         done = _run(["systemctl", "--no-block", command, name])
         if done.returncode != 0:
             failures.append(f"{command} {name}: {done.stderr.strip()}")
-    notes = list(todo.notes)
+    notes = machine.notes + machine.network.notes + list(todo.notes)
     if skipped:
         notes.append("no such unit in the stand-in box, not started: " + ", ".join(skipped))
     return {
         "private_ipv4": private_ipv4,
         "public_ipv4": public_ipv4,
+        "hostname": machine.hostname,
+        "addresses": [f"{device} {address}" for device, address in machine.network.addresses],
         "files": sorted(str(path) for path in todo.files),
         "commands": [f"{command} {name}" for command, name in todo.commands],
         "notes": notes,
@@ -600,19 +646,37 @@ def apply(text: str) -> dict[str, Any]:
     }
 
 
-# --- the cloud-configs of Vagrant's CoreOS guest ---------------------------------------------
+# --- what a machine is told about itself ----------------------------------------------------
 
 
 @dataclass
-class GuestPlan:
-    """What one of Vagrant's small cloud-configs asks for."""
+class NetworkPlan:
+    """What systemd-networkd units ask for, done by the agent itself (the box keeps
+    ifupdown, not networkd): their static addresses, set at once with ``ip``, and the
+    ifupdown stanzas that set them again at the next boot (persistent units only)."""
 
-    hostname: str | None = None
-    files: dict[Path, tuple[bytes, int]] = field(default_factory=dict)
-    network_units: dict[Path, str] = field(default_factory=dict)
-    interfaces: dict[Path, str] = field(default_factory=dict)  # ifupdown stanzas, for boot
     addresses: list[tuple[str, str]] = field(default_factory=list)  # (device, address/prefix)
+    interfaces: dict[Path, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+    def add_unit(self, name: str, content: str, *, persistent: bool, where: str) -> None:
+        """Plan the ``.network`` unit ``name`` (``where`` prefixes its notes)."""
+        device, addresses, dhcp = network_unit_addresses(content)
+        if device is None:
+            self.notes.append(f"{where}{name} names no [Match] Name=, not applied")
+            return
+        self.addresses += [(device, address) for address in addresses]
+        if addresses and persistent:
+            # ifupdown (the box's network at boot) sets them again after a restart, before
+            # the agent starts etcd on them.
+            stanza = [f"auto {device}", f"iface {device} inet static"]
+            stanza += [f"    address {address}" for address in addresses[:1]]
+            stanza += [f"    up ip addr add {address} dev {device}" for address in addresses[1:]]
+            self.interfaces[INTERFACES_D / f"vagrant-{name.removesuffix('.network')}"] = (
+                f"# Written by coreos-agent from {name}\n" + "\n".join(stanza) + "\n"
+            )
+        if dhcp:
+            self.notes.append(f"{where}{name} asks for DHCP on {device}, not applied")
 
 
 def network_unit_addresses(content: str) -> tuple[str | None, list[str], bool]:
@@ -638,6 +702,101 @@ def network_unit_addresses(content: str) -> tuple[str | None, list[str], bool]:
     return device, addresses, dhcp
 
 
+def plan_write_files(entries: object) -> tuple[dict[Path, tuple[bytes, int]], list[str]]:
+    """cloud-config's ``write_files``: each file's content and mode, and the notes on
+    what of them is not applied."""
+    files: dict[Path, tuple[bytes, int]] = {}
+    notes: list[str] = []
+    for index, entry in enumerate(_list(entries, "write_files")):
+        entry = _mapping(entry, f"write_files[{index}]")
+        path = Path(str(entry.get("path", "")))
+        if not path.is_absolute():
+            raise AgentError(f"write_files[{index}]: path {str(path)!r} is not absolute")
+        permissions = entry.get("permissions", "0644")
+        # YAML reads an unquoted 0600 as the number it is in octal: that is the mode.
+        mode = permissions if isinstance(permissions, int) else int(str(permissions), 8)
+        files[path] = (str(entry.get("content", "")).encode(), mode)
+        notes += [
+            f"{key}: not applied"
+            for key in _others(entry, {"path", "content", "permissions"}, f"write_files[{index}].")
+        ]
+    return files, notes
+
+
+@dataclass
+class MachinePlan:
+    """What a user-data tells the machine about itself, applied before the agent waits for
+    its address (a config drive's machine has none until then): ``write_files``, the
+    hostname, the ``core`` user's SSH keys and the static addresses of its ``.network``
+    units, as coreos-cloudinit applied them."""
+
+    hostname: str | None = None
+    keys: list[str] = field(default_factory=list)
+    files: dict[Path, tuple[bytes, int]] = field(default_factory=dict)
+    network: NetworkPlan = field(default_factory=NetworkPlan)
+    notes: list[str] = field(default_factory=list)
+
+
+def plan_machine(user_data: Mapping[str, Any]) -> MachinePlan:
+    """The user-data's :class:`MachinePlan` (its ``.network`` units themselves are written
+    by :func:`plan`, with the other units)."""
+    todo = MachinePlan()
+    if user_data.get("hostname") is not None:
+        todo.hostname = str(user_data["hostname"])
+    keys = _list(user_data.get("ssh_authorized_keys"), "ssh_authorized_keys")
+    if any(not isinstance(key, str) or "\n" in key.strip() for key in keys):
+        raise AgentError("ssh_authorized_keys: each key is one line of text")
+    todo.keys = [key.strip() for key in keys if key.strip()]
+    todo.files, todo.notes = plan_write_files(user_data.get("write_files"))
+    coreos = user_data.get("coreos") or {}
+    for unit in coreos.get("units") or [] if isinstance(coreos, Mapping) else []:
+        if not isinstance(unit, Mapping):
+            continue
+        name = str(unit.get("name", ""))
+        content = unit.get("content")
+        if NETWORK_UNIT_NAME.fullmatch(name) and isinstance(content, str):
+            persistent = unit.get("runtime") is not True
+            todo.network.add_unit(name, content, persistent=persistent, where="coreos.units: ")
+    return todo
+
+
+def ignition_network(files: Mapping[Path, tuple[bytes, int]]) -> NetworkPlan:
+    """The static addresses of the ``.network`` files an Ignition config writes (Flatcar's
+    networkd reads them at the boot Ignition precedes)."""
+    todo = NetworkPlan()
+    for path, (data, _) in files.items():
+        if path.parent in NETWORK_FOLDERS and NETWORK_UNIT_NAME.fullmatch(path.name):
+            # No ifupdown stanza: the agent applies the config again at every boot, and a
+            # stanza of the box's eth0 would have ifupdown try DHCP on it first.
+            content = data.decode("utf-8", "replace")
+            todo.add_unit(path.name, content, persistent=False, where="storage.files: ")
+    return todo
+
+
+def share_present(tag: str, devices: Path = NINEP_DEVICES) -> bool:
+    """Whether a 9p share tagged ``tag`` is offered (one of ``devices``' mount_tag files)."""
+    for entry in devices.glob("virtio*/mount_tag") if devices.is_dir() else []:
+        with contextlib.suppress(OSError):
+            if entry.read_bytes().rstrip(b"\0\n").decode() == tag:
+                return True
+    return False
+
+
+# --- the cloud-configs of Vagrant's CoreOS guest ---------------------------------------------
+
+
+@dataclass
+class GuestPlan:
+    """What one of Vagrant's small cloud-configs asks for."""
+
+    hostname: str | None = None
+    files: dict[Path, tuple[bytes, int]] = field(default_factory=dict)
+    network_units: dict[Path, str] = field(default_factory=dict)
+    interfaces: dict[Path, str] = field(default_factory=dict)  # ifupdown stanzas, for boot
+    addresses: list[tuple[str, str]] = field(default_factory=list)  # (device, address/prefix)
+    notes: list[str] = field(default_factory=list)
+
+
 def plan_guest_config(data: Mapping[str, Any]) -> GuestPlan:
     """Plan a cloud-config of Vagrant's CoreOS guest (``config.vm.hostname``, private
     networks, ``/etc/environment``): the hostname, ``write_files`` and networkd units.
@@ -651,17 +810,8 @@ def plan_guest_config(data: Mapping[str, Any]) -> GuestPlan:
     hostname = data.get("hostname")
     if hostname is not None:
         todo.hostname = str(hostname)
-    for index, entry in enumerate(_list(data.get("write_files", []), "write_files")):
-        entry = _mapping(entry, f"write_files[{index}]")
-        path = Path(str(entry.get("path", "")))
-        if not path.is_absolute():
-            raise AgentError(f"write_files[{index}]: path {str(path)!r} is not absolute")
-        mode = int(str(entry.get("permissions", "0644")), 8)
-        todo.files[path] = (str(entry.get("content", "")).encode(), mode)
-        todo.notes += [
-            f"{key}: not applied"
-            for key in _others(entry, {"path", "content", "permissions"}, f"write_files[{index}].")
-        ]
+    todo.files, todo.notes = plan_write_files(data.get("write_files", []))
+    network = NetworkPlan()
     coreos = _mapping(data.get("coreos", {}), "coreos")
     for index, unit in enumerate(_list(coreos.get("units", []), "coreos.units")):
         unit = _mapping(unit, f"coreos.units[{index}]")
@@ -673,22 +823,10 @@ def plan_guest_config(data: Mapping[str, Any]) -> GuestPlan:
         runtime = str(unit.get("runtime", "no")).lower() in ("yes", "true")
         folder = Path("/run/systemd/network" if runtime else "/etc/systemd/network")
         todo.network_units[folder / name] = content
-        device, addresses, dhcp = network_unit_addresses(content)
-        if device is None:
-            todo.notes.append(f"coreos.units: {name} names no [Match] Name=, not applied")
-            continue
-        todo.addresses += [(device, address) for address in addresses]
-        if addresses and not runtime:
-            # ifupdown (the box's network at boot) sets them again after a restart, before
-            # the agent starts etcd on them; Vagrant's guest comes later, once SSH is up.
-            stanza = [f"auto {device}", f"iface {device} inet static"]
-            stanza += [f"    address {address}" for address in addresses[:1]]
-            stanza += [f"    up ip addr add {address} dev {device}" for address in addresses[1:]]
-            todo.interfaces[INTERFACES_D / f"vagrant-{name.removesuffix('.network')}"] = (
-                "# Written by coreos-agent from Vagrant's " + name + "\n" + "\n".join(stanza) + "\n"
-            )
-        if dhcp:
-            todo.notes.append(f"coreos.units: {name} asks for DHCP on {device}, not applied")
+        network.add_unit(name, content, persistent=not runtime, where="coreos.units: ")
+        todo.notes += network.notes  # in the units' order
+        network.notes.clear()
+    todo.addresses, todo.interfaces = network.addresses, network.interfaces
     todo.notes += [
         f"{key}: not applied by the stand-in box"
         for key in data
@@ -707,14 +845,7 @@ def apply_guest_config(text: str, source: Path) -> dict[str, Any]:
         _write_file(path, data, mode)
     for path, content in {**todo.network_units, **todo.interfaces}.items():
         _write_file(path, content.encode(), 0o644)
-    for device, address in todo.addresses:
-        for argv in (
-            ["ip", "link", "set", device, "up"],
-            ["ip", "addr", "replace", address, "dev", device],
-        ):
-            done = _run(argv)
-            if done.returncode != 0:
-                failures.append(f"{' '.join(argv)}: {done.stderr.strip()}")
+    failures += apply_addresses(todo.addresses)
     return {
         "source": str(source),
         "hostname": todo.hostname,
@@ -723,6 +854,90 @@ def apply_guest_config(text: str, source: Path) -> dict[str, Any]:
         "notes": todo.notes,
         "failures": failures,
     }
+
+
+def apply_addresses(addresses: Sequence[tuple[str, str]]) -> list[str]:
+    """Bring each device up and give it its address (``ip addr replace``: again is fine);
+    the failures."""
+    failures = []
+    for device, address in addresses:
+        for argv in (
+            ["ip", "link", "set", device, "up"],
+            ["ip", "addr", "replace", address, "dev", device],
+        ):
+            done = _run(argv)
+            if done.returncode != 0:
+                failures.append(f"{' '.join(argv)}: {done.stderr.strip()}")
+    return failures
+
+
+def _write_files(files: Mapping[Path, tuple[bytes, int]]) -> bool:
+    """Write every file; whether one of sshd's (its host key) changed."""
+    ssh_changed = False
+    for path, (data, mode) in files.items():
+        if path.is_relative_to(SSH_CONFIG) and not _same_file(path, data, mode):
+            ssh_changed = True
+        _write_file(path, data, mode)
+    return ssh_changed
+
+
+def _reload_sshd() -> None:
+    """sshd reads its host keys again, if it runs already (the agent applied the config
+    again: at boot, sshd starts after the agent)."""
+    _run(["systemctl", "--no-block", "try-reload-or-restart", "ssh.service"])
+
+
+def apply_machine(todo: MachinePlan) -> list[str]:
+    """Apply a :class:`MachinePlan`; the failures."""
+    failures: list[str] = []
+    if _write_files(todo.files):
+        _reload_sshd()
+    if todo.hostname is not None:
+        _set_hostname(todo.hostname)
+    if todo.keys:
+        problem = _install_keys(CORE_USER, todo.keys)
+        if problem is not None:
+            failures.append(problem)
+    for path, content in todo.network.interfaces.items():
+        _write_file(path, content.encode(), 0o644)
+    failures += apply_addresses(todo.network.addresses)
+    return failures
+
+
+def _mount_share(tag: str, mount_point: Path) -> None:
+    """Mount the 9p share ``tag`` read-only at ``mount_point`` (once)."""
+    if os.path.ismount(mount_point):
+        return
+    mount_point.mkdir(parents=True, exist_ok=True)
+    mounted = _run(["mount", "-t", "9p", "-o", "ro,trans=virtio,version=9p2000.L",
+                    tag, str(mount_point)])  # fmt: skip
+    if mounted.returncode != 0:
+        raise AgentError(f"9p share {tag}: {mounted.stderr.strip()}")
+
+
+def find_config_drive_user_data(
+    devices: Path = NINEP_DEVICES, mount_point: Path = CONFIG_DRIVE
+) -> Path | None:
+    """The config drive's user-data, its 9p share mounted read-only first (as CoreOS's
+    media-configdrive.mount did); None without a config drive."""
+    if not share_present(CONFIG_DRIVE_TAG, devices):
+        return None
+    _mount_share(CONFIG_DRIVE_TAG, mount_point)
+    path = mount_point / CONFIG_DRIVE_USER_DATA
+    return path if path.is_file() else None
+
+
+def install_fleet_share(devices: Path = NINEP_DEVICES, binaries: Path = FLEETD.parent) -> bool:
+    """fleetd and fleetctl from the fleet share, linked into ``binaries``; whether there
+    was one."""
+    if not share_present(FLEET_TAG, devices):
+        return False
+    _mount_share(FLEET_TAG, FLEET_MOUNT)
+    for name in FLEET_BINARIES:
+        link = binaries / name
+        if not link.exists():
+            link.symlink_to(FLEET_MOUNT / name)
+    return True
 
 
 def _set_hostname(name: str) -> None:
@@ -761,6 +976,12 @@ def main(argv: Sequence[str] = ()) -> int:
         return main_guest_config(Path(argv[1]))
     ignition = None if argv else find_ignition()
     path = Path(argv[0]) if argv else USER_DATA
+    try:
+        install_fleet_share()
+        if ignition is None and not argv:
+            path = find_config_drive_user_data() or USER_DATA
+    except (AgentError, OSError) as error:
+        print(f"coreos-agent: {error}", file=sys.stderr)
     if ignition is None and not path.is_file():
         print(f"coreos-agent: {path} is not a file (yet); nothing to apply")
         return 0
