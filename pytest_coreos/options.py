@@ -113,7 +113,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "fleet",
-        "fleet for machines that run systemd (nspawn, vagrant): a fleet release tarball "
+        "fleet for machines that run systemd (nspawn, qemu, vagrant): a fleet release tarball "
         "(fleet-vX-linux-amd64.tar.gz), its URL (downloaded once into the cache), or a "
         "folder holding fleetd and fleetctl",
         None,
@@ -170,6 +170,14 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "`coreos-<channel>`, as coreos-vagrant names it",
         metavar="NAME",
+    ),
+    Option(
+        "image",
+        "the disk the qemu provider boots: a Flatcar or CoreOS QEMU image (qcow2 or raw) "
+        "or a .box of Vagrant's libvirt kind",
+        None,
+        "the stand-in box (`python -m pytest_coreos.image`)",
+        metavar="PATH",
     ),
     Option(
         "vagrant_provider",
@@ -252,6 +260,8 @@ class ClusterSpec:
     allow_faults: bool = False
     vagrant_dir: Path | None = None
     box: str | None = None
+    # The qemu provider's disk image (absolute); None: the stand-in box.
+    image: Path | None = None
     vagrant_provider: str | None = None
     vagrant_options: tuple[str, ...] = ()
 
@@ -414,6 +424,7 @@ PROVIDER_SPECIFIC_OPTIONS = (
     "allow_faults",
     "vagrant_dir",
     "box",
+    "image",
     "vagrant_provider",
     "vagrant_options",
     "sshd_binary",
@@ -529,6 +540,7 @@ def resolve_spec(
         network=parse_choice(given("network")[0], NETWORKS, given("network")[1]),
         vagrant_dir=path_of("vagrant_dir"),
         box=given("box")[0],
+        image=path_of("image"),
         vagrant_provider=given("vagrant_provider")[0],
         user_data=path_of("user_data"),
         config=parse_choice(config_value, CONFIGS, config_source),

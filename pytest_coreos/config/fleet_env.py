@@ -52,7 +52,7 @@ RELEASE_URL = (
 HOW_TO_GIVE_FLEET = (
     f"give the machines fleet with {OPTION}=PATH|URL (ini coreos_fleet): a fleet release "
     f"tarball such as {RELEASE_URL}, its path, or a folder holding fleetd and fleetctl; "
-    "fleet needs machines that run systemd (--coreos-provider=nspawn or vagrant)"
+    "fleet needs machines that run systemd (--coreos-provider=nspawn, qemu or vagrant)"
 )
 
 FLEET_UNIT = "fleet.service"

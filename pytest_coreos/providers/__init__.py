@@ -23,6 +23,7 @@ PROVIDERS = {
     "vagrant": "pytest_coreos.providers.vagrant:VagrantProvider",
     "ssh": "pytest_coreos.providers.ssh:SSHProvider",
     "nspawn": "pytest_coreos.providers.nspawn:NspawnProvider",
+    "qemu": "pytest_coreos.providers.qemu:QemuProvider",
 }
 
 

@@ -26,8 +26,14 @@ from pytest_coreos.handles.ssh import SSHClient
 from pytest_coreos.host.binaries import find_etcd
 from pytest_coreos.host.discovery import DiscoveryService
 from pytest_coreos.host.image_registry import ImageRegistry
-from pytest_coreos.host.netns import NAMESPACE_PREFIX, MachineNetwork, NetworkLab, netns_supported
-from pytest_coreos.host.process import ManagedProcess
+from pytest_coreos.host.netns import (
+    NAMESPACE_PREFIX,
+    MachineNetwork,
+    NetworkError,
+    NetworkLab,
+    netns_supported,
+)
+from pytest_coreos.host.process import ManagedProcess, kill_all
 from pytest_coreos.providers.protocol import BootContext, MachineDescription
 
 if TYPE_CHECKING:
@@ -44,6 +50,9 @@ class Lab:
         self.registry: ImageRegistry | None = None  # the lab's own, with --coreos-images
         self._filling: threading.Thread | None = None
         self._fill_error: BaseException | None = None
+        # An adopted lab's services (its discovery service, its registry): what another
+        # session started, ended here with the lab.
+        self.adopted: list[ManagedProcess] = []
 
     @classmethod
     def create(
@@ -65,6 +74,36 @@ class Lab:
         context.remember({"namespaces": names, "host_links": [network.host_link]})
         network.create()
         return cls(context, network)
+
+    @classmethod
+    def adopt(
+        cls, context: BootContext, record: Mapping[str, Any], machine_process_names: set[str]
+    ) -> Lab:
+        """The lab of a cluster another session booted, from its state record: the network
+        (:meth:`NetworkLab.adopt`) and its services' processes, every process of the record
+        but those named ``machine_process_names``. A ConfigError naming --coreos-reuse
+        where the record names no lab that still exists."""
+        described = record.get("lab") or {}
+        try:
+            network = NetworkLab.adopt(
+                described["id"],
+                described["subnet"],
+                [
+                    (machine["name"], int(machine["address"].rsplit(".", 1)[1]))
+                    for machine in record["machines"]
+                ],
+            )
+        except (KeyError, ValueError, NetworkError) as error:
+            raise ConfigError(
+                "--coreos-reuse", f"the cluster's network lab cannot be adopted: {error}"
+            ) from error
+        lab = cls(context, network)
+        lab.adopted = [
+            ManagedProcess.from_record(process, die_with_parent=False)
+            for process in record.get("processes", [])
+            if process["name"] not in machine_process_names
+        ]
+        return lab
 
     @property
     def active(self) -> bool:
@@ -89,7 +128,7 @@ class Lab:
     def processes(self) -> list[ManagedProcess]:
         """The processes of its discovery service and its image registry."""
         services = [self.discovery, self.registry]
-        return [
+        return self.adopted + [
             process for service in services if service is not None for process in service.processes
         ]
 
@@ -233,8 +272,14 @@ class Lab:
             self.registry.close()
         if self.discovery is not None:
             self.discovery.close()
+        kill_all(self.adopted)
         if self.network is not None:
             self.network.destroy()
+
+    def detach(self) -> None:
+        """Leave the lab and its services running (a kept cluster)."""
+        for process in self.processes():
+            process.detach()
 
 
 class LabDeploymentBase:
@@ -256,10 +301,14 @@ class LabDeploymentBase:
         """The state record's processes (the machines' and the lab's that started), network
         namespaces and host links: what a later session reaps if this one is killed."""
         processes = self.machine_processes() + self.lab.processes()
+        network = self.lab.network
         return {
             "processes": [process.to_record() for process in processes if process.started],
             "namespaces": self.lab.namespaces,
             "host_links": self.lab.host_links,
+            "lab": {"id": network.lab_id, "subnet": network.subnet}
+            if network is not None and network.created
+            else {},
         }
 
     @property

@@ -269,6 +269,22 @@ CASES = {
         # A tar of one text file (all of its bytes are ASCII).
         files={"files.tar": TAR_OF_A_TEXT_FILE},
     ),
+    "image with the local provider": Case(
+        ("--coreos-image=disk.img",),
+        USAGE,
+        "--coreos-image: applies to the qemu provider only, not to local*",
+    ),
+    "image missing": Case(
+        ("--coreos-provider=qemu", "--coreos-image=missing.img"),
+        USAGE,
+        "--coreos-image: */missing.img is not a file (give a QEMU image*",
+    ),
+    "image not a disk": Case(
+        ("--coreos-provider=qemu", "--coreos-image=notes.img"),
+        USAGE,
+        "--coreos-image: */notes.img is not a disk image (19 bytes) (give a QEMU image*",
+        files={"notes.img": "hello, not a disk.\n"},
+    ),
 }
 
 

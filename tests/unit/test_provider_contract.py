@@ -38,8 +38,8 @@ def _parameters(function: object) -> list[tuple[str, object]]:
     return [(p.name, p.kind) for p in signature.parameters.values() if p.name != "self"]
 
 
-def test_the_registry_names_four_providers_once() -> None:
-    assert NAMES == ("local", "vagrant", "ssh", "nspawn")
+def test_the_registry_names_five_providers_once() -> None:
+    assert NAMES == ("local", "vagrant", "ssh", "nspawn", "qemu")
     assert len(set(NAMES)) == len(NAMES)
 
 

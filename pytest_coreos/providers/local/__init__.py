@@ -43,7 +43,7 @@ class LocalProvider:
                 "--coreos-ignition",
                 "the local provider runs etcd and sshd as processes, with no systemd to apply "
                 "an Ignition config",
-                "use --coreos-provider=nspawn or vagrant (--coreos-config=ignition alone "
+                "use --coreos-provider=nspawn, qemu or vagrant (--coreos-config=ignition alone "
                 "works here: etcd runs from the user-data the .ign files are rendered from)",
             )
         if spec.network == "netns":

@@ -241,7 +241,7 @@ class SSHDeployment:
         raise ResetError(
             "the ssh provider's cluster",
             "machines the plugin did not boot cannot be reset (the ssh provider declares "
-            "reset=False); use --coreos-provider=local, nspawn or vagrant",
+            "reset=False); use --coreos-provider=local, nspawn, qemu or vagrant",
         )
 
     def revive(self) -> list[str]:
