@@ -537,13 +537,7 @@ class NetworkLab:
         lab._host_link_made = True
         lab._made = [lab.hub]
         for name, index in machines:
-            machine = MachineNetwork(
-                name=name,
-                netns=f"{NAMESPACE_PREFIX}{lab_id}-{name}",
-                address=lab.address(index),
-                index=index,
-                hub_interface=f"veth{index}",
-            )
+            machine = lab._machine_network(name, index)
             lab._machines[name] = machine
             lab._made.append(machine.netns)
             lab._blocked[name] = lab._read_blocked(machine)
@@ -732,13 +726,7 @@ class NetworkLab:
                         f"machine {name} at index {index}: {other.name} already has "
                         f"{'that name' if other.name == name else 'that index'}"
                     )
-            machine = MachineNetwork(
-                name=name,
-                netns=f"{NAMESPACE_PREFIX}{self.lab_id}-{name}",
-                address=self.address(index),
-                index=index,
-                hub_interface=f"veth{index}",
-            )
+            machine = self._machine_network(name, index)
             made_namespace = False
             try:
                 self._add_namespace(machine.netns)
@@ -775,6 +763,16 @@ class NetworkLab:
                 raise
             self._machines[name] = machine
             return machine
+
+    def _machine_network(self, name: str, index: int) -> MachineNetwork:
+        """Machine ``name``'s namespace, address and veth, as its index gives them."""
+        return MachineNetwork(
+            name=name,
+            netns=f"{NAMESPACE_PREFIX}{self.lab_id}-{name}",
+            address=self.address(index),
+            index=index,
+            hub_interface=f"veth{index}",
+        )
 
     def route_to_guest(self, name: str, mac: str) -> str:
         """Hand machine ``name``'s address to a VM (MAC address ``mac``) on a tap of its

@@ -1,12 +1,13 @@
 """The network lab a provider's machines may live in, shared by composition: the local
-provider holds one with ``--coreos-network=netns``, the nspawn provider always.
+provider holds one with ``--coreos-network=netns``, the nspawn and qemu providers always.
 
 :class:`Lab` wraps the host's :class:`~pytest_coreos.host.netns.NetworkLab`: it makes it
 (on record before anything of it exists), gives the cluster a discovery service of its
 own on the lab's hub (machines in a lab reach nothing outside it), cuts and heals
 partitions, describes machines whose every connection is made inside the lab, and tears
 it all down. :class:`LabDeploymentBase` is what a deployment whose machines are this host's
-processes (local machines, nspawn containers) does through its lab.
+processes (local machines, nspawn containers, QEMU VMs) does through its lab, and
+:class:`LabMachine` what a container and a VM are alike: a process that boots a machine.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import paramiko
 
 from pytest_coreos.config.images import ImageArchive
-from pytest_coreos.errors import ConfigError, ImagesError
+from pytest_coreos.errors import ConfigError, ImagesError, ProcessError
 from pytest_coreos.handles.machine import machine_names
 from pytest_coreos.handles.ssh import SSHClient
 from pytest_coreos.host.binaries import find_etcd
@@ -280,6 +281,46 @@ class Lab:
         """Leave the lab and its services running (a kept cluster)."""
         for process in self.processes():
             process.detach()
+
+
+class LabMachine:
+    """What a lab's booted machine (an nspawn container, a QEMU VM) is in every provider
+    that has one: a name and the process of this host that boots it (``kind`` names that
+    program in errors)."""
+
+    kind = "machine"
+
+    def __init__(self, name: str, process: ManagedProcess) -> None:
+        self.name = name
+        self.process = process
+
+    @property
+    def running(self) -> bool:
+        return self.process.running
+
+    def check_alive(self) -> None:
+        if self.process.started and not self.process.running:
+            status = self.process.exit_status
+            raise ProcessError(
+                f"{self.name} {self.kind}",
+                "exited" if status is None else f"exited with status {status}",
+                self.process.log_tail(),
+            )
+
+
+def machine_record(
+    context: BootContext, network: MachineNetwork, host_key: Path | str
+) -> dict[str, Any]:
+    """What the state record keeps of a lab's machine that applies the user-data itself:
+    its name, address, pinned host key and the etcd endpoints its user-data gives."""
+    from pytest_coreos.providers.common import etcd_client_urls
+
+    return {
+        "name": network.name,
+        "address": network.address,
+        "host_key": str(host_key),
+        "etcd_endpoints": etcd_client_urls(context.user_data, network.address),
+    }
 
 
 class LabDeploymentBase:

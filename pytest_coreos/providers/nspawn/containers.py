@@ -54,8 +54,8 @@ from pytest_coreos.host.process import (
 )
 from pytest_coreos.host.sshd import generate_ed25519_key
 from pytest_coreos.image import builder
-from pytest_coreos.providers.common import ETCD_JOURNAL_UNITS, etcd_client_urls
-from pytest_coreos.providers.lab import Lab, LabDeploymentBase
+from pytest_coreos.providers.common import ETCD_JOURNAL_UNITS
+from pytest_coreos.providers.lab import Lab, LabDeploymentBase, LabMachine, machine_record
 from pytest_coreos.providers.protocol import BootContext, MachineDescription
 
 OPTION = "--coreos-provider"
@@ -216,22 +216,19 @@ def _ids(rootfs: Path, user: str) -> tuple[int, int]:
     raise ConfigError(OPTION, f"nspawn: the rootfs {rootfs} has no user {user!r}")
 
 
-class Container:
+class Container(LabMachine):
     """One machine: its systemd-nspawn process and, once booted, the container's init."""
 
+    kind = "systemd-nspawn"
+
     def __init__(self, name: str, process: ManagedProcess, cgroups: Sequence[Path] = ()) -> None:
-        self.name = name
-        self.process = process
+        super().__init__(name, process)
         self.cgroups = list(cgroups)  # its own (see container_cgroups)
         self.leader: ManagedProcess | None = None
 
     @property
     def processes(self) -> list[ManagedProcess]:
         return [self.process] + ([self.leader] if self.leader is not None else [])
-
-    @property
-    def running(self) -> bool:
-        return self.process.running
 
     def start(self) -> None:
         if self.running:
@@ -354,15 +351,6 @@ class Container:
             if result.returncode == 0:
                 return result.stdout
         return self.process.log_tail(lines)
-
-    def check_alive(self) -> None:
-        if self.process.started and not self.process.running:
-            status = self.process.exit_status
-            raise ProcessError(
-                f"{self.name} systemd-nspawn",
-                "exited" if status is None else f"exited with status {status}",
-                self.process.log_tail(),
-            )
 
 
 class NspawnDeployment(LabDeploymentBase):
@@ -572,14 +560,7 @@ class NspawnDeployment(LabDeploymentBase):
                 die_with_parent=die_with_parent,
             )
             self.containers.append(Container(name, process, [*cgroups, *controllers.values()]))
-            self._descriptions.append(
-                {
-                    "name": name,
-                    "address": network.address,
-                    "host_key": str(host_key),
-                    "etcd_endpoints": etcd_client_urls(context.user_data, network.address),
-                }
-            )
+            self._descriptions.append(machine_record(context, network, host_key))
         for container in self.containers:
             container.process.start()
         for container in self.containers:
