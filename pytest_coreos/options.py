@@ -445,9 +445,10 @@ def check_provider_options(spec: ClusterSpec) -> None:
         if name in chosen.options or getattr(spec, name) == getattr(defaults, name):
             continue
         users = [other for other in names() if name in get_provider(other).options]
+        listed = " and ".join([", ".join(users[:-1]), users[-1]] if len(users) > 2 else users)
         raise ConfigError(
             _FLAGS.get(name, "--coreos-" + name.replace("_", "-")),
-            f"applies to the {' and '.join(users)} provider{'s' if len(users) > 1 else ''} "
+            f"applies to the {listed} provider{'s' if len(users) > 1 else ''} "
             f"only{_WHY.get(name, '')}, not to {spec.provider}",
             f"leave it out, or use --coreos-provider={users[0]}",
         )

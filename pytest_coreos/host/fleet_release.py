@@ -44,6 +44,22 @@ class FleetRelease:
     def fleetctl(self) -> Path:
         return self.folder / "fleetctl"
 
+    def shared_copy(self, into: Path) -> Path:
+        """The binaries in the folder ``into`` (made here, hard links where they can be,
+        copies otherwise), which every user may read and run: a VM's 9p share shows the
+        folder's own owner and mode, and the cache's folders are its owner's alone."""
+        into.mkdir(parents=True, exist_ok=True)
+        into.chmod(0o755)
+        for name in BINARIES:
+            target = into / name
+            target.unlink(missing_ok=True)
+            try:
+                os.link(self.folder / name, target)
+            except OSError:
+                shutil.copyfile(self.folder / name, target)
+            target.chmod(0o755)
+        return into
+
 
 def cache_root() -> Path:
     """Where unpacked and downloaded releases are kept: ``fleet`` in the plugin's cache

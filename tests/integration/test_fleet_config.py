@@ -146,6 +146,20 @@ def test_a_release_tarball_is_unpacked_once_into_the_cache(tmp_path: Path) -> No
     assert fleet_release.prepare(str(release.folder), cache).folder == release.folder
 
 
+def test_a_shared_copy_is_readable_by_every_user(tmp_path: Path) -> None:
+    """What a VM's 9p share serves: the cache's folder is its owner's alone (0700), the
+    shared copy every user's, as the machines' core user runs fleetctl."""
+    release = fleet_release.prepare(str(make_tarball(tmp_path / "f.tar.gz", RELEASE)), tmp_path)
+    release.folder.chmod(0o700)
+    shared = release.shared_copy(tmp_path / "session" / "fleet")
+    assert shared.stat().st_mode & 0o777 == 0o755
+    assert sorted(p.name for p in shared.iterdir()) == ["fleetctl", "fleetd"]
+    for name in ("fleetd", "fleetctl"):
+        assert (shared / name).stat().st_mode & 0o777 == 0o755
+        assert (shared / name).read_bytes() == RELEASE[f"fleet-v9.9.9-linux-amd64/{name}"]
+    assert release.shared_copy(shared) == shared  # again, over the first copy
+
+
 @pytest.fixture
 def http_server(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
     """An HTTP server on 127.0.0.1 serving ``tmp_path/www``; the paths it was asked for."""
@@ -203,15 +217,10 @@ def test_bad_fleet_releases_are_errors_naming_the_option(tmp_path: Path) -> None
 
 
 def test_fleet_is_refused_where_no_machine_could_run_it() -> None:
-    with pytest.raises(
-        ConfigError,
-        match=r"^--coreos-fleet: applies to the vagrant and nspawn providers only, not to local",
-    ):
+    refused = r"^--coreos-fleet: applies to the vagrant, nspawn and qemu providers only, not to "
+    with pytest.raises(ConfigError, match=refused + "local"):
         validate_spec(ClusterSpec(fleet="/fleet.tar.gz"))
-    with pytest.raises(
-        ConfigError,
-        match=r"^--coreos-fleet: applies to the vagrant and nspawn providers only, not to ssh",
-    ):
+    with pytest.raises(ConfigError, match=refused + "ssh"):
         validate_spec(ClusterSpec(provider="ssh", fleet="/fleet.tar.gz"))
     assert validate_spec(ClusterSpec(provider="nspawn", fleet="/fleet.tar.gz")).fleet
 

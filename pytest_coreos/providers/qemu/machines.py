@@ -42,8 +42,8 @@ from pytest_coreos.host.process import ManagedProcess, kill_all
 from pytest_coreos.host.sshd import generate_ed25519_key
 from pytest_coreos.image import builder
 from pytest_coreos.providers import vm_reset
-from pytest_coreos.providers.common import ETCD_JOURNAL_UNITS, etcd_client_urls
-from pytest_coreos.providers.lab import Lab, LabDeploymentBase
+from pytest_coreos.providers.common import ETCD_JOURNAL_UNITS
+from pytest_coreos.providers.lab import Lab, LabDeploymentBase, LabMachine, machine_record
 from pytest_coreos.providers.protocol import BootContext, MachineDescription
 from pytest_coreos.providers.qemu import qmp
 from pytest_coreos.providers.qemu.image import Image, find_image
@@ -117,12 +117,13 @@ def mac_address(lab_id: str, index: int) -> str:
     return "52:54:" + ":".join(f"{byte:02x}" for byte in (*digest, index % 256))
 
 
-class QemuMachine:
+class QemuMachine(LabMachine):
     """One VM: its QEMU process, QMP socket and folder."""
 
+    kind = "qemu"
+
     def __init__(self, name: str, process: ManagedProcess, folder: Path) -> None:
-        self.name = name
-        self.process = process
+        super().__init__(name, process)
         self.folder = folder
         self.ssh: SSHClient | None = None  # once described
         self.paused = False
@@ -137,10 +138,6 @@ class QemuMachine:
     @property
     def console(self) -> Path:
         return self.folder / "console.log"
-
-    @property
-    def running(self) -> bool:
-        return self.process.running
 
     def start(self) -> None:
         """Boot it again, on its overlay: its etcd rejoins with the data it had."""
@@ -191,15 +188,6 @@ class QemuMachine:
                 if result.ok and result.stdout.strip():
                     return result.stdout.rstrip("\n")
         return "(serial console)\n" + self.process.log_tail(lines)
-
-    def check_alive(self) -> None:
-        if self.process.started and not self.process.running:
-            status = self.process.exit_status
-            raise ProcessError(
-                f"{self.name} qemu",
-                "exited" if status is None else f"exited with status {status}",
-                self.process.log_tail(),
-            )
 
 
 class QemuDeployment(LabDeploymentBase):
@@ -279,9 +267,10 @@ class QemuDeployment(LabDeploymentBase):
                 self.notices.append(notice)
         fleet: list[str] = []
         if self.fleet is not None:  # the same binaries for every machine, read-only
+            share = self.fleet.shared_copy(context.workdir / "fleet")
             fleet = [
                 "-fsdev",
-                f"local,id=fleet,security_model=none,readonly=on,path={self.fleet.folder}",
+                f"local,id=fleet,security_model=none,readonly=on,path={share}",
                 "-device", f"virtio-9p-pci,fsdev=fleet,mount_tag={FLEET_TAG}",
             ]  # fmt: skip
         for index, name in enumerate(machine_names(context.spec.instances), 1):
@@ -321,14 +310,7 @@ class QemuDeployment(LabDeploymentBase):
                 die_with_parent=die_with_parent,
             )
             self.vms.append(QemuMachine(name, process, folder))
-            self._descriptions.append(
-                {
-                    "name": name,
-                    "address": network.address,
-                    "host_key": str(host_key),
-                    "etcd_endpoints": etcd_client_urls(context.user_data, network.address),
-                }
-            )
+            self._descriptions.append(machine_record(context, network, host_key))
         context.remember(self.describe())
         for vm in self.vms:
             vm.start()
