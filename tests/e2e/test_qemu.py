@@ -3,7 +3,8 @@ each on a tap of its machine's namespace in a network lab, configured as Flatcar
 CoreOS's QEMU images are (a ``config-2`` 9p share, or Ignition in the firmware config).
 
 An inner session runs the example suite, the systemd units suite, ``qemu_checks.py``
-(config drive, network, QMP pause, power cut, ACPI power-off, partition) and, last,
+(config drive, network, QMP pause, power cut, ACPI power-off, partition), the real-fleet
+suite (with ``$PYTEST_COREOS_FLEET``, as for nspawn) and, last,
 ``vagrant_reset_checks.py`` (``cluster.reset()`` on VMs) against 3 VMs with the seed's
 user-data. One VM boots from Ignition; one killed pytest leaves what the next run reaps.
 Select them with ``-m qemu_e2e``; they need root and take several minutes.
@@ -26,12 +27,18 @@ pytestmark = [pytest.mark.qemu_e2e, pytest.mark.needs_root("VMs in network names
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
+# Files, not the examples/ folder: pytest drops a file argument that lies in a folder
+# argument, and the folder collects only test_*.py.
 SUITE = [
-    REPO / "examples",
+    REPO / "examples" / "test_etcd_cluster.py",
     REPO / "examples" / "systemd" / "check_units.py",
     HERE / "qemu_checks.py",
-    HERE / "vagrant_reset_checks.py",  # last: it puts etcd's data back
 ]
+# The real-fleet suite users run on nspawn, unchanged on VMs (its last test kills a machine
+# and starts it again); the release as for nspawn, from $PYTEST_COREOS_FLEET.
+FLEET_SUITE = REPO / "examples" / "fleet" / "check_fleet.py"
+FLEET_ENVIRONMENT = "PYTEST_COREOS_FLEET"
+RESET_CHECKS = HERE / "vagrant_reset_checks.py"  # last: it puts etcd's data back
 BOOT_TIMEOUT = "300"  # three TCG VMs on two shared cores
 
 
@@ -50,16 +57,27 @@ def qemu_processes(under: Path) -> list[int]:
     return found
 
 
-def test_three_vms_pass_the_examples_faults_units_and_a_reset(inner: pytest.Pytester) -> None:
+def test_three_vms_pass_the_examples_faults_units_fleet_and_a_reset(
+    inner: pytest.Pytester,
+) -> None:
     before = set(lab_namespaces())
+    fleet = os.environ.get(FLEET_ENVIRONMENT)
+    fleet_args = [f"--coreos-fleet={fleet}", str(FLEET_SUITE)] if fleet else []
     result = inner.runpytest_subprocess(
-        "-p", "no:cacheprovider", "--coreos-provider=qemu", "--coreos-instances=3",
-        f"--coreos-boot-timeout={BOOT_TIMEOUT}", *map(str, SUITE), timeout=30 * 60,
+        "-p", "no:cacheprovider", "-v", "--coreos-provider=qemu", "--coreos-instances=3",
+        f"--coreos-boot-timeout={BOOT_TIMEOUT}", *map(str, SUITE), *fleet_args,
+        str(RESET_CHECKS), timeout=40 * 60,
     )  # fmt: skip
     outcomes = result.parseoutcomes()
     failures = (outcomes.get("failed", 0), outcomes.get("errors", 0))
     assert failures == (0, 0), result.stdout.str()
+    assert "skipped" not in outcomes, result.stdout.str()
     assert outcomes["passed"] >= 20
+    units = "*check_units.py::test_a_unit_deployed_from_a_test_runs_on_every_machine PASSED*"
+    paused = "*qemu_checks.py::test_a_suspended_member_comes_back PASSED*"
+    fleet_moved = "*check_fleet.py::test_fleet_moves_the_units_of_a_lost_machine PASSED*"
+    reset = "*vagrant_reset_checks.py::test_a_reset_returns_the_vms_to_the_state_kept PASSED*"
+    result.stdout.fnmatch_lines([units, paused, *[fleet_moved] * bool(fleet), reset])
     result.stdout.fnmatch_lines(["*qemu TCG*"])  # the accelerator, in the report header
     assert qemu_processes(inner.path) == []
     assert set(lab_namespaces()) <= before
