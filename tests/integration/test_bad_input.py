@@ -61,7 +61,7 @@ CASES = {
     "unknown provider": Case(
         ("--coreos-provider=docker",),
         USAGE,
-        "--coreos-provider: unknown value 'docker' (allowed: local, vagrant, ssh, nspawn)",
+        "--coreos-provider: unknown value 'docker' (allowed: local, vagrant, ssh, nspawn, qemu)",
     ),
     "unknown channel": Case(
         ("--coreos-channel=nightly",),
