@@ -473,9 +473,19 @@ def _write_file(path: Path, data: bytes, mode: int) -> None:
         return  # also where it cannot be replaced (the nspawn provider's read-only hostname)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(data)
+    # On disk before the agent goes on, as Ignition's files are: a VM's power cut (kill())
+    # soon after boot must not leave a new file empty (a sudoers entry, a host key).
+    with temporary.open("wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
     temporary.chmod(mode)
     temporary.replace(path)
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def _group_exists(name: str) -> bool:
@@ -488,15 +498,19 @@ def _group_exists(name: str) -> bool:
 
 def _install_keys(name: str, keys: Sequence[str]) -> str | None:
     """Give user ``name`` these SSH keys, making the user (with sudo) if there is none;
-    ``core`` is made in the groups CoreOS's had (the journal's and docker's)."""
+    ``core`` is made in the groups CoreOS's had (the journal's and docker's), and has sudo
+    at every boot, as CoreOS's core had."""
+    made = False
     try:
         pwd.getpwnam(name)
     except KeyError:
         groups = [group for group in CORE_GROUPS if name == CORE_USER and _group_exists(group)]
         extra = ["--groups", ",".join(groups)] if groups else []
-        made = _run(["useradd", "--create-home", "--shell", "/bin/bash", *extra, name])
-        if made.returncode != 0:
-            return f"user {name}: {made.stderr.strip()}"
+        done = _run(["useradd", "--create-home", "--shell", "/bin/bash", *extra, name])
+        if done.returncode != 0:
+            return f"user {name}: {done.stderr.strip()}"
+        made = True
+    if made or name == CORE_USER:
         _write_file(
             SUDOERS / f"ignition-{name}", f"{name} ALL=(ALL) NOPASSWD:ALL\n".encode(), 0o440
         )
