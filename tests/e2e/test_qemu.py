@@ -92,7 +92,7 @@ def run_three_vms(inner: pytest.Pytester, *args: str) -> pytest.RunResult:
 
 def test_three_vms_pass_the_examples_faults_units_and_a_reset(inner: pytest.Pytester) -> None:
     result = run_three_vms(inner, *map(str, SUITE), str(RESET_CHECKS))
-    assert result.parseoutcomes()["passed"] >= 20
+    assert result.parseoutcomes()["passed"] >= 18  # examples 7, units 4, qemu 6, reset 1
     result.stdout.fnmatch_lines([
         "*check_units.py::test_a_unit_deployed_from_a_test_runs_on_every_machine PASSED*",
         "*qemu_checks.py::test_a_suspended_member_comes_back PASSED*",
