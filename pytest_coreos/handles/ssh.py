@@ -33,6 +33,12 @@ OUTPUT_TAIL_LINES = 10
 # a command that prints nothing would keep running on the machine, and sshd's own "signal"
 # request is refused for root logins.
 PID_MARKER = "pytest-coreos-pid:"
+# A command run without input reads /dev/null rather than waiting for the channel's EOF.
+# paramiko builds an EOF under the channel's lock but sends it after letting go, so the
+# EOF of a command that ends at once can follow the CLOSE paramiko sent back for it; sshd
+# then drops the whole connection, with every other command on it ("ieof packet referred
+# to nonexistent channel", paramiko issue #1115). With no EOF sent, there is no race.
+_NO_STDIN = "exec </dev/null"
 _PID_LINE = re.compile(rb"^" + re.escape(PID_MARKER.encode()) + rb"(\d+)\n", re.MULTILINE)
 
 
@@ -99,7 +105,10 @@ def _feed_stdin(channel: paramiko.Channel, data: bytes) -> None:
     """
     try:
         channel.sendall(data)
-        channel.shutdown_write()
+        # A command that exited without reading to the end needs no EOF, and one sent
+        # after its channel closed would cost the connection (see _NO_STDIN).
+        if not channel.exit_status_ready():
+            channel.shutdown_write()
     except (OSError, EOFError, paramiko.SSHException):
         # The command exited, or closed stdin, before reading everything: its exit
         # status tells the story.
@@ -343,10 +352,12 @@ class SSHClient:
             command_text = shlex.join(command)
         deadline = None
         remote_text = command_text
+        if input is None:
+            remote_text = f"{_NO_STDIN}\n{remote_text}"
         if timeout is not None:
             deadline = time.monotonic() + timeout
             # On a line of its own, so the command is parsed exactly as it would be alone.
-            remote_text = f"echo {PID_MARKER}$$ >&2\n{command_text}"
+            remote_text = f"echo {PID_MARKER}$$ >&2\n{remote_text}"
         output = _Output()
         # A machine that stopped answering (paused) must not hold a timed command longer.
         channel = self._open_channel(
@@ -423,9 +434,7 @@ class SSHClient:
 
         channel.exec_command(remote_text)
         feeder: threading.Thread | None = None
-        if input_text is None:
-            channel.shutdown_write()
-        else:
+        if input_text is not None:
             feeder = threading.Thread(
                 target=_feed_stdin,
                 args=(channel, input_text.encode("utf-8")),
